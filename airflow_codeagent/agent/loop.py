@@ -1,0 +1,365 @@
+"""The agent loop: Thought -> Code -> Observation until an answer or a cap.
+
+Every way a run can end is a status, not an exception: a scheduled pipeline
+needs to know *why* an agent stopped (out of steps, out of budget, out of
+time, the model API down) and keep what it did until then.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_codeagent.agent.actions import CodeAction, parse_code_action
+from airflow_codeagent.agent.memory import Memory
+from airflow_codeagent.agent.prompts import describe_inputs, render_code_prompt
+from airflow_codeagent.agent.trace import Redactor, RunStatus, Step, StepKind, Trace, now_iso
+from airflow_codeagent.models.completion import Completion, LiteLLMModel, ModelCallError
+from airflow_codeagent.models.retry import RetryPolicy
+from airflow_codeagent.sandbox.observation import ExecutionError, Observation
+from airflow_codeagent.sandbox.policy import DEFAULT_AUTHORIZED_IMPORTS
+from airflow_codeagent.sandbox.restricted import RestrictedExecutor
+from airflow_codeagent.tools.base import Tool, as_tool
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class AgentRun:
+    """The outcome of ``CodeAgent.run``: how it ended, the answer, and the full trace."""
+
+    status: RunStatus
+    answer: Any
+    trace: dict[str, Any]
+
+    @property
+    def error(self) -> str | None:
+        return self.trace["error"]
+
+    @property
+    def steps(self) -> int:
+        return len(self.trace["steps"])
+
+    @property
+    def answer_is_partial(self) -> bool:
+        """True when the answer came from the last-chance call after a cap, not the loop."""
+        return self.trace["answer_source"] == "fallback"
+
+
+def _positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive number{' or None' if allow_none else ''}, got {value!r}")
+
+
+class CodeAgent:
+    """An LLM that solves a task by writing Python that runs in a sandbox.
+
+    Caps (``max_steps``, ``max_run_seconds``, token and cost budgets) end the
+    run with their own status. With ``final_answer_fallback`` a run that hit
+    ``max_steps`` or ``timeout`` makes one more, clearly labelled call asking
+    the model for its best answer from what it has.
+    """
+
+    def __init__(
+        self,
+        model: str | LiteLLMModel,
+        *,
+        model_kwargs: Mapping[str, Any] | None = None,
+        tools: Sequence[Tool | Callable[..., Any]] = (),
+        max_steps: int = 10,
+        authorized_imports: Iterable[str] = DEFAULT_AUTHORIZED_IMPORTS,
+        max_run_seconds: float | None = None,
+        step_timeout_seconds: float | None = 60.0,
+        max_input_tokens: int | None = None,
+        max_output_tokens: int | None = None,
+        max_cost_usd: float | None = None,
+        final_answer_fallback: bool = True,
+        fallback_timeout_seconds: float = 60.0,
+        max_observation_chars: int = 4_000,
+        max_output_chars: int = 100_000,
+        retry: RetryPolicy | None = None,
+        instructions: str | None = None,
+        secrets: Iterable[str] = (),
+    ) -> None:
+        if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
+            raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+        for name, value in (("max_run_seconds", max_run_seconds),
+                            ("step_timeout_seconds", step_timeout_seconds),
+                            ("max_input_tokens", max_input_tokens),
+                            ("max_output_tokens", max_output_tokens),
+                            ("max_cost_usd", max_cost_usd)):
+            _positive(name, value)
+        _positive("fallback_timeout_seconds", fallback_timeout_seconds, allow_none=False)
+        if isinstance(model, LiteLLMModel):
+            if model_kwargs:
+                raise ValueError("pass model_kwargs to LiteLLMModel, not to CodeAgent, when giving a model object")
+            self.model = model
+        else:
+            self.model = LiteLLMModel(model, model_kwargs, retry=retry)
+        if max_cost_usd is not None:
+            _require_known_price(self.model)
+        self.tools = [as_tool(t) for t in tools]
+        names = [t.name for t in self.tools]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"two tools share the name(s) {duplicates}; give each tool a unique name")
+        if isinstance(authorized_imports, str):
+            raise ValueError("authorized_imports must be a list of module names, not one string")
+        self.authorized_imports = tuple(authorized_imports)
+        self.max_steps = max_steps
+        self.max_run_seconds = max_run_seconds
+        self.step_timeout_seconds = step_timeout_seconds
+        self.max_input_tokens = max_input_tokens
+        self.max_output_tokens = max_output_tokens
+        self.max_cost_usd = max_cost_usd
+        self.final_answer_fallback = final_answer_fallback
+        self.fallback_timeout_seconds = fallback_timeout_seconds
+        self.max_observation_chars = max_observation_chars
+        self.max_output_chars = max_output_chars
+        self.instructions = instructions
+        self._secrets = [*self.model.secrets, *secrets]
+        self._executor: RestrictedExecutor | None = None
+        self._reraise: tuple[type[BaseException], ...] = ()
+
+    def limits(self) -> dict[str, Any]:
+        return {
+            "max_steps": self.max_steps,
+            "max_run_seconds": self.max_run_seconds,
+            "step_timeout_seconds": self.step_timeout_seconds,
+            "max_input_tokens": self.max_input_tokens,
+            "max_output_tokens": self.max_output_tokens,
+            "max_cost_usd": self.max_cost_usd,
+            "max_observation_chars": self.max_observation_chars,
+            "final_answer_fallback": self.final_answer_fallback,
+            "authorized_imports": list(self.authorized_imports),
+            "max_retries": self.model.retry.max_retries,
+        }
+
+    def cancel(self) -> None:
+        """Stop the current run at the next tick of model code (thread-safe)."""
+        if self._executor is not None:
+            self._executor.cancel()
+
+    def run(self, task: str, inputs: Mapping[str, Any] | None = None, *,
+            on_step: StepCallback | None = None) -> AgentRun:
+        """Solve ``task``; ``inputs`` become variables in the sandbox.
+
+        ``on_step`` receives the redacted trace document after every step
+        (and once at the end), which is how a caller persists progress.
+        """
+        if not isinstance(task, str) or not task.strip():
+            raise ValueError("task must be a non-empty string saying what the agent should do")
+        inputs = dict(inputs or {})
+        executor = RestrictedExecutor(
+            tools={t.name: t.func for t in self.tools},
+            variables=inputs,
+            authorized_imports=self.authorized_imports,
+            step_timeout_s=self.step_timeout_seconds,
+            output_limit_chars=self.max_output_chars,
+            reraise=self._reraise,
+        )
+        self._executor = executor
+        input_descriptions = describe_inputs(inputs)
+        trace = Trace(
+            task=task, model=self.model.model, action_mode="code", limits=self.limits(),
+            tools=[t.name for t in self.tools], inputs=input_descriptions,
+            redactor=Redactor(self._secrets),
+        )
+        memory = Memory(
+            render_code_prompt(self.tools, input_descriptions, executor.authorized_imports,
+                               self.instructions),
+            task, self.max_observation_chars,
+        )
+        return _Run(self, executor, trace, memory, on_step).execute()
+
+
+def _require_known_price(model: LiteLLMModel) -> None:
+    import litellm
+
+    if "input_cost_per_token" in model.model_kwargs:
+        return
+    try:
+        info = litellm.get_model_info(model.model)
+    except Exception:  # noqa: BLE001 - litellm raises several types for an unmapped model
+        info = None
+    if not info or info.get("input_cost_per_token") is None:
+        raise ValueError(
+            f"max_cost_usd is set but litellm has no price for {model.model!r}, so the budget "
+            "could not be enforced. Pass input_cost_per_token and output_cost_per_token in "
+            "model_kwargs, or cap tokens with max_input_tokens/max_output_tokens instead."
+        )
+
+
+class _Run:
+    """One execution of the loop; holds the per-run state ``CodeAgent`` must not."""
+
+    def __init__(self, agent: CodeAgent, executor: RestrictedExecutor, trace: Trace,
+                 memory: Memory, on_step: StepCallback | None) -> None:
+        self.agent = agent
+        self.executor = executor
+        self.trace = trace
+        self.memory = memory
+        self.on_step = on_step
+        self.started = time.monotonic()
+        self.deadline = None if agent.max_run_seconds is None else self.started + agent.max_run_seconds
+
+    def execute(self) -> AgentRun:
+        status, error = self._loop()
+        if status in (RunStatus.MAX_STEPS, RunStatus.TIMEOUT) and self.agent.final_answer_fallback:
+            self._fallback(status)
+        self.trace.status = status
+        self.trace.error = error
+        self.trace.ended_at = now_iso()
+        self.trace.duration_s = time.monotonic() - self.started
+        document = self._publish()
+        usage = self.trace.usage
+        log.info("agent run ended: status=%s steps=%d llm_calls=%d input_tokens=%d "
+                 "output_tokens=%d cost_usd=%s", status.value, len(self.trace.steps),
+                 usage.llm_calls, usage.input_tokens, usage.output_tokens, usage.cost_usd)
+        return AgentRun(status, self.trace.answer, document)
+
+    def _publish(self) -> dict[str, Any]:
+        document = self.trace.to_dict()
+        if self.on_step is not None:
+            self.on_step(document)
+        return document
+
+    def _time_left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def _loop(self) -> tuple[RunStatus, str | None]:
+        for index in range(1, self.agent.max_steps + 1):
+            if self._run_deadline_passed():
+                return RunStatus.TIMEOUT, f"the run's {self.agent.max_run_seconds:g} s time limit was reached"
+            over = self._budget_exceeded()
+            if over:
+                return RunStatus.BUDGET_EXCEEDED, over
+            step = Step(index=index, kind=StepKind.ACTION, started_at=now_iso())
+            try:
+                completion = self._call_model(self.memory.messages(), step, self.deadline)
+            except ModelCallError as exc:
+                return self._model_failure(step, exc)
+            action = parse_code_action(completion.text)
+            step.thought = action.thought or None
+            if isinstance(action, CodeAction):
+                observation = self._execute(step, action.code, self._time_left())
+                self.memory.add_observation(completion.text, observation)
+            else:
+                step.error = ExecutionError("ParseError", action.message, "").to_dict()
+                self.memory.add_step(completion.text, f"Error: {action.message}")
+            self._finish_step(step)
+            if step.final_answer_called:
+                self.trace.answer = step.final_answer
+                self.trace.answer_source = "final_answer"
+                return RunStatus.FINAL_ANSWER, None
+            if self._run_deadline_passed():
+                return RunStatus.TIMEOUT, f"the run's {self.agent.max_run_seconds:g} s time limit was reached"
+            over = self._budget_exceeded()
+            if over:
+                return RunStatus.BUDGET_EXCEEDED, over
+        return RunStatus.MAX_STEPS, f"no final answer after {self.agent.max_steps} steps"
+
+    def _run_deadline_passed(self) -> bool:
+        left = self._time_left()
+        return left is not None and left <= 0
+
+    def _budget_exceeded(self) -> str | None:
+        usage = self.trace.usage
+        agent = self.agent
+        checks = (
+            ("max_input_tokens", agent.max_input_tokens, usage.input_tokens),
+            ("max_output_tokens", agent.max_output_tokens, usage.output_tokens),
+            ("max_cost_usd", agent.max_cost_usd, usage.cost_usd),
+        )
+        for name, cap, used in checks:
+            if cap is not None and used is not None and used >= cap:
+                return f"{name}={cap:g} reached: {used:g} used"
+        return None
+
+    def _call_model(self, messages: list[dict[str, Any]], step: Step,
+                    deadline: float | None) -> Completion:
+        model = self.agent.model
+        remaining_output = None
+        if self.agent.max_output_tokens is not None:
+            remaining_output = self.agent.max_output_tokens - self.trace.usage.output_tokens
+        call = model.complete if remaining_output is None else _with_max_tokens(model, remaining_output)
+        try:
+            completion = call(messages, deadline=deadline)
+        except ModelCallError as exc:
+            step.retries = [r.to_dict() for r in exc.retries]
+            self.trace.usage.retries += len(exc.retries)
+            raise
+        step.model_output = completion.text
+        step.input_tokens = completion.input_tokens
+        step.output_tokens = completion.output_tokens
+        step.cost_usd = completion.cost_usd
+        step.llm_latency_s = completion.latency_s
+        step.retries = [r.to_dict() for r in completion.retries]
+        self.trace.usage.add_call(completion.input_tokens, completion.output_tokens,
+                                  completion.cost_usd, len(completion.retries))
+        return completion
+
+    def _execute(self, step: Step, code: str, time_limit_s: float | None) -> Observation:
+        step.code = code
+        observation = self.executor.run(code, time_limit_s=time_limit_s)
+        step.stdout = observation.stdout
+        step.value = observation.value_repr
+        step.error = None if observation.error is None else observation.error.to_dict()
+        step.final_answer_called = observation.final_answer_called
+        step.final_answer = observation.final_answer
+        step.execution_s = observation.duration_s
+        step.tool_calls = [c.to_dict() for c in observation.tool_calls]
+        return observation
+
+    def _finish_step(self, step: Step) -> None:
+        step.ended_at = now_iso()
+        self.trace.steps.append(step)
+        self._publish()
+
+    def _model_failure(self, step: Step, exc: ModelCallError) -> tuple[RunStatus, str]:
+        step.error = ExecutionError("ModelCallError", str(exc), "").to_dict()
+        self._finish_step(step)
+        if self._run_deadline_passed():
+            return RunStatus.TIMEOUT, f"the run's time limit was reached during a model call: {exc}"
+        return RunStatus.ERROR, str(exc)
+
+    def _fallback(self, status: RunStatus) -> None:
+        reason = ("You have used all your steps." if status is RunStatus.MAX_STEPS
+                  else "The time limit for this task has been reached.")
+        step = Step(index=len(self.trace.steps) + 1, kind=StepKind.FINAL_ANSWER_FALLBACK,
+                    started_at=now_iso())
+        deadline = time.monotonic() + self.agent.fallback_timeout_seconds
+        try:
+            completion = self._call_model(self.memory.final_answer_request(reason), step, deadline)
+        except ModelCallError as exc:
+            step.error = ExecutionError("ModelCallError", str(exc), "").to_dict()
+            self._finish_step(step)
+            return
+        action = parse_code_action(completion.text)
+        step.thought = action.thought or None
+        if isinstance(action, CodeAction):
+            self._execute(step, action.code, self.agent.fallback_timeout_seconds)
+        else:
+            step.error = ExecutionError("ParseError", action.message, "").to_dict()
+        if step.final_answer_called:
+            self.trace.answer = step.final_answer
+            self.trace.answer_source = "fallback"
+        self._finish_step(step)
+
+
+def _with_max_tokens(model: LiteLLMModel, max_tokens: int) -> Callable[..., Completion]:
+    """Cap one call's output at what the output budget has left."""
+    configured = model.model_kwargs.get("max_tokens")
+    cap = max_tokens if configured is None else min(int(configured), max_tokens)
+
+    def call(messages: list[dict[str, Any]], *, deadline: float | None) -> Completion:
+        return model.complete(messages, deadline=deadline, overrides={"max_tokens": max(1, cap)})
+
+    return call

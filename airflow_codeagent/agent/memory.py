@@ -1,0 +1,72 @@
+"""What the next prompt contains: the system prompt, the task, and the steps so far.
+
+Observations are cut to a size budget here, never in the trace: the model
+needs a readable prompt, the reviewer needs the whole record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_codeagent.agent.truncation import truncate_middle
+from airflow_codeagent.sandbox.observation import Observation
+
+_CUT_HINT = "print a slice or a summary to see that part"
+
+
+def format_observation(observation: Observation, limit_chars: int) -> str:
+    """The observation as the model reads it: output, value, or the error to fix."""
+    parts: list[str] = []
+    if observation.stdout:
+        parts.append(observation.stdout.rstrip("\n"))
+    if observation.value_repr is not None:
+        parts.append(f"Last expression value: {observation.value_repr}")
+    if observation.error is not None:
+        error = observation.error
+        text = f"Error: {error.type}: {error.message}"
+        if error.traceback:
+            text += f"\nTraceback (your code, most recent call last):\n{error.traceback}"
+        text += ("\nVariables from earlier steps and from lines before the error still exist. "
+                 "Fix the code and try again.")
+        parts.append(text)
+    if not parts:
+        parts.append("The code ran and printed nothing. Use print() to see values.")
+    return "Observation:\n" + truncate_middle("\n".join(parts), limit_chars, _CUT_HINT)
+
+
+@dataclass
+class Memory:
+    """The conversation sent to the model; one assistant/user pair per step."""
+
+    system_prompt: str
+    task: str
+    max_observation_chars: int = 4_000
+    _turns: list[dict[str, Any]] = field(default_factory=list)
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [
+            {"role": "system", "content": self.system_prompt},
+            {"role": "user", "content": f"Task: {self.task}"},
+            *self._turns,
+        ]
+
+    def add_step(self, model_output: str, observation_text: str) -> None:
+        self._turns.append({"role": "assistant", "content": model_output})
+        self._turns.append({"role": "user", "content": observation_text})
+
+    def add_observation(self, model_output: str, observation: Observation) -> str:
+        text = format_observation(observation, self.max_observation_chars)
+        self.add_step(model_output, text)
+        return text
+
+    def final_answer_request(self, reason: str) -> list[dict[str, Any]]:
+        """Messages for the one last call that asks for the best answer so far."""
+        return [*self.messages(), {
+            "role": "user",
+            "content": (
+                f"{reason} Do not explore further. Using the variables and results you already "
+                "have, give your best final answer now: reply with one short ```python code block "
+                "that calls final_answer(...)."
+            ),
+        }]

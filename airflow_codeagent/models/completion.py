@@ -1,0 +1,212 @@
+"""Every model call goes through here: litellm, our retries, usage and cost.
+
+litellm's own retries are switched off so that each retry is ours to bound
+by the run's deadline and to record in the trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_codeagent.models.retry import RetryPolicy, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+
+# litellm downloads its price table at import unless told not to; a worker
+# with no internet access would stall for seconds on every task.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+@dataclass(frozen=True)
+class RetryRecord:
+    """One failed attempt that was retried."""
+
+    attempt: int
+    error_type: str
+    message: str
+    status_code: int | None
+    waited_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "error_type": self.error_type,
+            "message": self.message,
+            "status_code": self.status_code,
+            "waited_s": round(self.waited_s, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A model reply with what it cost. ``cost_usd`` is None when the price is unknown."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    latency_s: float
+    model: str
+    finish_reason: str | None = None
+    retries: tuple[RetryRecord, ...] = field(default_factory=tuple)
+
+
+class ModelCallError(Exception):
+    """The model could not be reached or answered with an error we do not retry."""
+
+    def __init__(self, message: str, *, retries: Sequence[RetryRecord] = (),
+                 status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.retries = tuple(retries)
+        self.status_code = status_code
+
+
+def _retryable_exceptions() -> tuple[type[BaseException], ...]:
+    import litellm
+
+    return (
+        litellm.RateLimitError,
+        litellm.InternalServerError,
+        litellm.ServiceUnavailableError,
+        litellm.BadGatewayError,
+        litellm.APIConnectionError,
+        litellm.Timeout,
+        litellm.APIResponseValidationError,
+    )
+
+
+def _status_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "status_code", None)
+    return code if isinstance(code, int) else None
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    return parse_retry_after(headers.get("retry-after"))
+
+
+def _short(exc: BaseException, limit: int = 500) -> str:
+    text = str(exc).replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class LiteLLMModel:
+    """``complete(messages) -> Completion`` for any model litellm can reach.
+
+    ``model_kwargs`` go to ``litellm.completion`` as they are (``api_base``,
+    ``api_key``, ``temperature``, ...). ``sleep`` is injectable so tests of
+    the backoff arithmetic need not wait.
+    """
+
+    def __init__(self, model: str, model_kwargs: Mapping[str, Any] | None = None, *,
+                 retry: RetryPolicy | None = None, request_timeout_s: float = 300.0,
+                 sleep: Callable[[float], None] = time.sleep, seed: int | None = None) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise ValueError("model must be a litellm model string such as 'openai/gpt-4o-mini'")
+        self.model = model
+        self.model_kwargs = dict(model_kwargs or {})
+        for reserved in ("messages", "model", "stream"):
+            if reserved in self.model_kwargs:
+                raise ValueError(f"model_kwargs may not set {reserved!r}; the agent sets it")
+        self.retry = retry or RetryPolicy()
+        self.request_timeout_s = request_timeout_s
+        self._sleep = sleep
+        self._rng = random.Random(seed)
+
+    @property
+    def secrets(self) -> list[str]:
+        """Values that must never appear in a trace or a log."""
+        return [str(v) for k, v in self.model_kwargs.items()
+                if v and any(word in k.lower() for word in ("key", "token", "secret", "password"))]
+
+    def complete(self, messages: Sequence[Message], *, deadline: float | None = None,
+                 overrides: Mapping[str, Any] | None = None,
+                 on_retry: Callable[[RetryRecord], None] | None = None) -> Completion:
+        """Call the model; retry transient faults until the policy or ``deadline`` says stop.
+
+        ``deadline`` is a ``time.monotonic()`` value: no attempt starts, and no
+        wait is begun, that would end after it. ``overrides`` replace
+        ``model_kwargs`` entries for this call only.
+        """
+        kwargs = {**self.model_kwargs, **(overrides or {})}
+        import litellm
+
+        litellm.suppress_debug_info = True
+        retryable = _retryable_exceptions()
+        retries: list[RetryRecord] = []
+        attempt = 0
+        while True:
+            attempt += 1
+            timeout = self.request_timeout_s
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+                if timeout <= 0:
+                    raise ModelCallError("no time left for a model call before the run's deadline",
+                                         retries=retries)
+            started = time.perf_counter()
+            try:
+                response = litellm.completion(
+                    model=self.model,
+                    messages=list(messages),
+                    timeout=timeout,
+                    num_retries=0,
+                    max_retries=0,
+                    **kwargs,
+                )
+                return self._to_completion(response, time.perf_counter() - started, retries)
+            except retryable as exc:
+                if attempt > self.retry.max_retries:
+                    raise ModelCallError(
+                        f"model call failed after {attempt} attempts: {type(exc).__name__}: {_short(exc)}",
+                        retries=retries, status_code=_status_code(exc)) from exc
+                wait = self.retry.delay_s(attempt, _retry_after(exc), self._rng)
+                if deadline is not None and time.monotonic() + wait >= deadline:
+                    raise ModelCallError(
+                        f"model call failed and the run's deadline leaves no time to retry: "
+                        f"{type(exc).__name__}: {_short(exc)}",
+                        retries=retries, status_code=_status_code(exc)) from exc
+                record = RetryRecord(attempt, type(exc).__name__, _short(exc), _status_code(exc), wait)
+                retries.append(record)
+                log.warning("model call attempt %d failed (%s); retrying in %.1f s",
+                            attempt, record.error_type, wait)
+                if on_retry is not None:
+                    on_retry(record)
+                self._sleep(wait)
+            except litellm.exceptions.OpenAIError as exc:  # auth, bad request, not found: not transient
+                raise ModelCallError(f"{type(exc).__name__}: {_short(exc)}", retries=retries,
+                                     status_code=_status_code(exc)) from exc
+
+    def _to_completion(self, response: Any, latency_s: float,
+                       retries: list[RetryRecord]) -> Completion:
+        import litellm
+
+        choice = response.choices[0]
+        text = choice.message.content or ""
+        usage = getattr(response, "usage", None)
+        input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        try:
+            cost: float | None = float(litellm.completion_cost(completion_response=response))
+        except Exception:  # noqa: BLE001 - litellm raises several types for an unpriced model
+            cost = None
+        return Completion(
+            text=text,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost,
+            latency_s=latency_s,
+            model=getattr(response, "model", None) or self.model,
+            finish_reason=getattr(choice, "finish_reason", None),
+            retries=tuple(retries),
+        )

@@ -1,0 +1,64 @@
+"""Cooperative interruption of model code running in this process.
+
+The compiler (``instrument.py``) puts a call to ``tick`` at the top of every
+loop body, function body, comprehension and ``except`` handler. Once the
+step's deadline has passed or the run was cancelled, every tick raises
+``StepInterrupted``. Ticking inside ``except`` handlers is what defeats
+``while True: try: ... except BaseException: pass``: the handler itself
+raises again, so model code cannot swallow the stop.
+
+A single long C call (``10**10**10``) is not interrupted by this; the
+isolated executor with OS limits is the answer to that.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+class StepInterrupted(BaseException):
+    """Raised into model code when its time is up or the run was cancelled.
+
+    A ``BaseException`` so that ``except Exception`` in model code does not
+    catch it; the class is never exposed to model code.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StepClock:
+    """Deadline and cancellation flag shared by the executor and the ticks."""
+
+    __slots__ = ("_cancelled", "_deadline", "_limit_s", "_reason")
+
+    def __init__(self) -> None:
+        self._deadline = float("inf")
+        self._limit_s: float | None = None
+        self._reason = ""
+        self._cancelled = threading.Event()
+
+    def start(self, limit_s: float | None, reason: str) -> None:
+        """Arm the clock for one step; ``limit_s=None`` means no deadline."""
+        self._limit_s = limit_s
+        self._reason = reason
+        self._deadline = float("inf") if limit_s is None else time.monotonic() + limit_s
+
+    def stop(self) -> None:
+        self._deadline = float("inf")
+
+    def cancel(self) -> None:
+        """Stop running model code at its next tick; safe from any thread."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def tick(self) -> None:
+        if time.monotonic() > self._deadline:
+            raise StepInterrupted(self._reason)
+        if self._cancelled.is_set():
+            raise StepInterrupted("run cancelled")

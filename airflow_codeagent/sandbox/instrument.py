@@ -1,0 +1,84 @@
+"""Compile model code: RestrictedPython's policy first, then our instrumentation.
+
+Instrumentation is applied to the already-restricted tree, so the names it
+introduces (``_tick_``, ``_result_``) may start with an underscore while
+model code itself may not use such names.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from types import CodeType
+
+from RestrictedPython.transformer import RestrictingNodeTransformer
+
+TICK_NAME = "_tick_"
+RESULT_NAME = "_result_"
+
+
+class RestrictedSyntaxError(Exception):
+    """Code that does not parse, or that RestrictedPython's policy rejects."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__("\n".join(messages))
+        self.messages = messages
+
+
+def _tick_call() -> ast.Call:
+    return ast.Call(func=ast.Name(TICK_NAME, ast.Load()), args=[], keywords=[])
+
+
+class _Instrumenter(ast.NodeTransformer):
+    """Adds interruption points and captures the trailing expression's value."""
+
+    def _prepend_tick(self, node: ast.AST) -> ast.AST:
+        self.generic_visit(node)
+        node.body.insert(0, ast.Expr(_tick_call()))  # type: ignore[attr-defined]
+        return node
+
+    visit_For = visit_AsyncFor = visit_While = _prepend_tick
+    visit_FunctionDef = visit_AsyncFunctionDef = _prepend_tick
+    visit_ExceptHandler = _prepend_tick
+
+    def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
+        self.generic_visit(node)
+        node.body = ast.BoolOp(op=ast.Or(), values=[_tick_call(), node.body])
+        return node
+
+    def visit_comprehension(self, node: ast.comprehension) -> ast.AST:
+        self.generic_visit(node)
+        node.ifs.insert(0, ast.UnaryOp(op=ast.Not(), operand=_tick_call()))
+        return node
+
+
+def _capture_trailing_expression(tree: ast.Module) -> None:
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = tree.body[-1]
+        last.value = ast.Call(func=ast.Name(RESULT_NAME, ast.Load()), args=[last.value], keywords=[])
+
+
+@dataclass(frozen=True)
+class CompiledCode:
+    code: CodeType
+    filename: str
+    source_lines: tuple[str, ...]
+
+
+def compile_model_code(source: str, filename: str) -> CompiledCode:
+    """Compile ``source`` under the restricted policy; raise ``RestrictedSyntaxError``."""
+    try:
+        tree = ast.parse(source, filename, "exec")
+    except SyntaxError as exc:
+        where = f"line {exc.lineno}" if exc.lineno else "unknown line"
+        text = f": {exc.text.strip()}" if exc.text else ""
+        raise RestrictedSyntaxError([f"{exc.msg} ({where}{text})"]) from None
+    errors: list[str] = []
+    warnings: list[str] = []
+    RestrictingNodeTransformer(errors, warnings, {}).visit(tree)
+    if errors:
+        raise RestrictedSyntaxError(errors)
+    _capture_trailing_expression(tree)
+    tree = _Instrumenter().visit(tree)
+    ast.fix_missing_locations(tree)
+    return CompiledCode(compile(tree, filename, "exec"), filename, tuple(source.splitlines()))

@@ -1,0 +1,299 @@
+"""What model code may touch: builtins, attribute/item/write guards, imports.
+
+RestrictedPython rewrites attribute access, item access, iteration, unpacking,
+augmented assignment and attribute writes into calls to the hooks defined
+here. A missing hook is a crash; a naive one is an escape. Imports are the
+real boundary: modules reach ``sys``/``os`` through public attributes, so
+model code only ever sees a ``ModuleProxy`` that refuses module-valued and
+private attributes, and imports are limited to the authorized list.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import operator
+import random
+import types
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from RestrictedPython.Guards import (
+    full_write_guard,
+    guarded_iter_unpack_sequence,
+    guarded_unpack_sequence,
+    safe_builtins,
+    safer_getattr,
+    safer_getattr_raise,
+)
+
+DEFAULT_AUTHORIZED_IMPORTS: tuple[str, ...] = (
+    "collections",
+    "datetime",
+    "decimal",
+    "fractions",
+    "functools",
+    "itertools",
+    "json",
+    "math",
+    "random",
+    "re",
+    "statistics",
+    "string",
+    "time",
+    "unicodedata",
+)
+
+# Builtins beyond RestrictedPython's ``safe_builtins`` that ordinary data code
+# needs and that hand out no host object. ``type`` is limited to its
+# one-argument form below; ``getattr``/``hasattr`` go through the guard.
+_EXTRA_BUILTINS = (
+    "all", "any", "bin", "bytes", "dict", "enumerate", "filter", "format", "frozenset",
+    "iter", "list", "map", "max", "min", "next", "reversed", "set", "sorted", "sum",
+    "tuple", "zip", "object", "property", "staticmethod", "classmethod", "ascii",
+    "StopAsyncIteration", "RecursionError", "TimeoutError", "NotADirectoryError",
+    "FileNotFoundError", "PermissionError", "ConnectionError",
+)
+
+# Attributes that lead out of the sandbox even though they look harmless.
+# Module-valued attributes are refused generally (see ModuleProxy); these are
+# the non-module ones.
+_DENIED_MODULE_ATTRIBUTES: Mapping[str, frozenset[str]] = {
+    "string": frozenset({"Formatter"}),
+    "json": frozenset({"load", "dump"}),  # file objects; loads/dumps stay
+    "time": frozenset({"sleep"}),  # blocks the worker with no tick
+}
+
+_INPLACE_OPERATORS: Mapping[str, Callable[[Any, Any], Any]] = {
+    "+=": operator.iadd,
+    "-=": operator.isub,
+    "*=": operator.imul,
+    "/=": operator.itruediv,
+    "//=": operator.ifloordiv,
+    "%=": operator.imod,
+    "**=": operator.ipow,
+    "<<=": operator.ilshift,
+    ">>=": operator.irshift,
+    "&=": operator.iand,
+    "^=": operator.ixor,
+    "|=": operator.ior,
+    "@=": operator.imatmul,
+}
+
+
+class ModuleProxy:
+    """A module as model code sees it: public, non-module attributes only.
+
+    The real module is held in a closure-free slot that RestrictedPython's
+    underscore rule keeps model code away from.
+    """
+
+    __slots__ = ("__module", "__name", "__overrides", "__submodules")
+
+    def __init__(self, module: types.ModuleType, *, overrides: Mapping[str, Any] | None = None,
+                 submodules: Mapping[str, ModuleProxy] | None = None) -> None:
+        self.__module = module
+        self.__name = module.__name__
+        self.__overrides = dict(overrides or {})
+        self.__submodules = dict(submodules or {})
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(f"module '{self.__name}' has no public attribute '{name}'")
+        if name in self.__submodules:
+            return self.__submodules[name]
+        if name in self.__overrides:
+            return self.__overrides[name]
+        if name in _DENIED_MODULE_ATTRIBUTES.get(self.__name, ()):
+            raise AttributeError(f"'{self.__name}.{name}' is not available in the sandbox")
+        value = getattr(self.__module, name)
+        if isinstance(value, types.ModuleType):
+            raise AttributeError(
+                f"'{self.__name}.{name}' is a module; import it directly if it is authorized"
+            )
+        return value
+
+    def __dir__(self) -> list[str]:
+        names = {n for n in dir(self.__module) if not n.startswith("_")}
+        names |= set(self.__overrides) | set(self.__submodules)
+        return sorted(n for n in names if n not in _DENIED_MODULE_ATTRIBUTES.get(self.__name, ()))
+
+    def __repr__(self) -> str:
+        return f"<module '{self.__name}' (sandboxed)>"
+
+
+def _random_proxy(module: types.ModuleType) -> ModuleProxy:
+    """``random`` bound to a private generator, so model code cannot reseed the host's."""
+    private = random.Random()
+    overrides = {
+        name: getattr(private, name)
+        for name in dir(private)
+        if not name.startswith("_") and callable(getattr(private, name))
+    }
+    return ModuleProxy(module, overrides=overrides)
+
+
+class ImportPolicy:
+    """Resolves ``import x`` in model code against the authorized list."""
+
+    def __init__(self, authorized: Iterable[str]) -> None:
+        self.authorized = tuple(dict.fromkeys(authorized))
+        for name in self.authorized:
+            if not isinstance(name, str) or not name or name.startswith(".") or "*" in name:
+                raise ValueError(f"authorized_imports entries must be module names, got {name!r}")
+        self._proxies: dict[str, ModuleProxy] = {}
+
+    def _proxy(self, name: str) -> ModuleProxy:
+        if name not in self._proxies:
+            module = importlib.import_module(name)
+            submodules = {
+                child.rsplit(".", 1)[1]: self._proxy(child)
+                for child in self.authorized
+                if child.rpartition(".")[0] == name
+            }
+            if name == "random":
+                self._proxies[name] = _random_proxy(module)
+            else:
+                self._proxies[name] = ModuleProxy(module, submodules=submodules)
+        return self._proxies[name]
+
+    def guarded_import(self, name: str, globals: Any = None, locals: Any = None,
+                       fromlist: Any = (), level: int = 0) -> ModuleProxy | _PackageChain:
+        if level != 0:
+            raise ImportError("relative imports are not available in the sandbox")
+        if name not in self.authorized:
+            allowed = ", ".join(self.authorized) or "none"
+            raise ImportError(f"import of '{name}' is not allowed. Authorized imports: {allowed}")
+        if fromlist or "." not in name:
+            return self._proxy(name)
+        # ``import a.b`` binds ``a``: hand out ``a`` exposing only the authorized chain.
+        top = name.split(".", 1)[0]
+        if top in self.authorized:
+            return self._proxy(top)
+        return self._chain_proxy(name)
+
+    def _chain_proxy(self, name: str) -> _PackageChain:
+        parts = name.split(".")
+        proxy: ModuleProxy | _PackageChain = self._proxy(name)
+        for depth in range(len(parts) - 1, 0, -1):
+            proxy = _PackageChain(".".join(parts[:depth]), parts[depth], proxy)
+        return proxy  # type: ignore[return-value]
+
+
+class _PackageChain:
+    """A parent package that is not authorized itself: it exposes one authorized submodule."""
+
+    __slots__ = ("__child", "__name", "__proxy")
+
+    def __init__(self, name: str, child: str, proxy: ModuleProxy | _PackageChain) -> None:
+        self.__name = name
+        self.__child = child
+        self.__proxy = proxy
+
+    def __getattr__(self, name: str) -> Any:
+        if name != self.__child:
+            raise AttributeError(f"only '{self.__name}.{self.__child}' is authorized in '{self.__name}'")
+        return self.__proxy
+
+    def __dir__(self) -> list[str]:
+        return [self.__child]
+
+    def __repr__(self) -> str:
+        return f"<package '{self.__name}' exposing only '{self.__child}' (sandboxed)>"
+
+
+def guarded_getattr(obj: Any, name: str, *default: Any) -> Any:
+    """``getattr`` with Python's semantics and RestrictedPython's checks.
+
+    RestrictedPython's ``safer_getattr`` defaults to ``None`` for a missing
+    attribute, which turns a typo in model code into a silent ``None``; a
+    missing attribute must raise, as it does in Python.
+    """
+    if len(default) > 1:
+        raise TypeError(f"getattr expected at most 3 arguments, got {2 + len(default)}")
+    if default:
+        return safer_getattr(obj, name, default[0])
+    return safer_getattr_raise(obj, name)
+
+
+def guarded_hasattr(obj: Any, name: str) -> bool:
+    try:
+        guarded_getattr(obj, name)
+    except AttributeError:
+        return False
+    return True
+
+
+def guarded_getitem(obj: Any, key: Any) -> Any:
+    return obj[key]
+
+
+def guarded_inplacevar(op: str, target: Any, value: Any) -> Any:
+    try:
+        return _INPLACE_OPERATORS[op](target, value)
+    except KeyError:
+        raise SyntaxError(f"augmented assignment {op!r} is not supported") from None
+
+
+def guarded_apply(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return func(*args, **kwargs)
+
+
+def _guarded_type(*args: Any) -> type:
+    """``type(x)`` only; the three-argument form would build classes around the guards."""
+    if len(args) != 1:
+        raise TypeError("only type(obj) is available in the sandbox; define classes with 'class'")
+    return builtins.type(args[0])
+
+
+def build_builtins(import_policy: ImportPolicy) -> dict[str, Any]:
+    """The ``__builtins__`` of one sandbox; a fresh dict so model code cannot alter another's."""
+    names = dict(safe_builtins)
+    for name in _EXTRA_BUILTINS:
+        names[name] = getattr(builtins, name)
+    names.pop("_getattr_", None)
+    names["type"] = _guarded_type
+    names["getattr"] = guarded_getattr
+    names["hasattr"] = guarded_hasattr
+    names["__import__"] = import_policy.guarded_import
+    return names
+
+
+class SandboxClasses:
+    """Classes that model code defined itself: their instances may have attributes set.
+
+    RestrictedPython's default write guard refuses ``self.x = 1`` on every
+    object that does not opt in; model code that defines a small class
+    reasonably expects it to work. Host objects stay read-only.
+    """
+
+    def __init__(self) -> None:
+        self._classes: weakref.WeakSet[type] = weakref.WeakSet()
+
+    def define(self, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> type:
+        cls = type(name, bases, namespace)
+        self._classes.add(cls)
+        return cls
+
+    def write_guard(self, obj: Any) -> Any:
+        if any(klass in self._classes for klass in type(obj).__mro__):
+            return obj
+        return full_write_guard(obj)
+
+
+def restricted_globals(import_policy: ImportPolicy, classes: SandboxClasses) -> dict[str, Any]:
+    """Hooks RestrictedPython's rewritten code calls; re-applied before every step."""
+    return {
+        "__builtins__": build_builtins(import_policy),
+        "__name__": "agent",
+        "__metaclass__": classes.define,
+        "_getattr_": guarded_getattr,
+        "_getitem_": guarded_getitem,
+        "_getiter_": iter,
+        "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
+        "_unpack_sequence_": guarded_unpack_sequence,
+        "_write_": classes.write_guard,
+        "_inplacevar_": guarded_inplacevar,
+        "_apply_": guarded_apply,
+    }

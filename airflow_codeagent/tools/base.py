@@ -1,0 +1,109 @@
+"""Tools: host functions the model may call from its code.
+
+A tool runs in the worker with the worker's credentials; model code only
+ever receives a plain function that forwards to it. What the model sees of a
+tool is its signature and docstring, rendered by ``Tool.signature_text``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, get_type_hints, overload
+
+from airflow_codeagent.tools.docstring import parse_docstring
+
+
+class ToolDefinitionError(ValueError):
+    """A tool the model could not use correctly as written."""
+
+
+def _annotation_text(annotation: Any) -> str:
+    if annotation is inspect.Parameter.empty:
+        return ""
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+class Tool:
+    """A named, documented callable the agent exposes to model code."""
+
+    def __init__(self, func: Callable[..., Any], *, name: str | None = None,
+                 description: str | None = None) -> None:
+        if not callable(func):
+            raise ToolDefinitionError(f"a tool must be callable, got {type(func).__name__}")
+        self.func = func
+        self.name = name or getattr(func, "__name__", "")
+        if not self.name.isidentifier() or self.name.startswith("_"):
+            raise ToolDefinitionError(
+                f"tool name {self.name!r} is not a usable Python name; pass name='...' to @tool"
+            )
+        parsed = parse_docstring(func.__doc__)
+        self.description = (description or parsed.summary).strip()
+        if not self.description:
+            raise ToolDefinitionError(
+                f"tool {self.name!r} has no docstring: the model only knows a tool by its "
+                "docstring, so say what it does (and describe its arguments under 'Args:')"
+            )
+        self.argument_descriptions = parsed.arguments
+        self.returns_description = parsed.returns
+        self.signature = inspect.signature(func)
+        try:
+            hints = get_type_hints(func)
+        except Exception:  # noqa: BLE001 - unresolved forward references: fall back to raw annotations
+            hints = {}
+        self.signature = self.signature.replace(
+            parameters=[p.replace(annotation=hints.get(p.name, p.annotation))
+                        for p in self.signature.parameters.values()],
+            return_annotation=hints.get("return", self.signature.return_annotation),
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Tool({self.name}{self.signature})"
+
+    def signature_text(self) -> str:
+        """The tool as a Python stub, which a code model reads most reliably."""
+        params = []
+        for p in self.signature.parameters.values():
+            text = p.name if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) else (
+                ("*" if p.kind == p.VAR_POSITIONAL else "**") + p.name)
+            annotation = _annotation_text(p.annotation)
+            if annotation:
+                text += f": {annotation}"
+            if p.default is not inspect.Parameter.empty:
+                text += f" = {p.default!r}"
+            params.append(text)
+        returns = _annotation_text(self.signature.return_annotation)
+        head = f"def {self.name}({', '.join(params)})" + (f" -> {returns}" if returns else "") + ":"
+        doc = [self.description]
+        if self.argument_descriptions:
+            doc += ["", "Args:"] + [f"    {k}: {v}" for k, v in self.argument_descriptions.items()]
+        if self.returns_description:
+            doc += ["", f"Returns: {self.returns_description}"]
+        body = "\n".join(("    " + line).rstrip() for line in doc)
+        return f'{head}\n    """\n{body}\n    """'
+
+
+@overload
+def tool(func: Callable[..., Any], /) -> Tool: ...
+
+
+@overload
+def tool(*, name: str | None = None, description: str | None = None) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(func: Callable[..., Any] | None = None, /, *, name: str | None = None,
+         description: str | None = None) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Make a function available to the agent: ``@tool`` or ``@tool(name=...)``."""
+    if func is not None:
+        return Tool(func, name=name, description=description)
+    return lambda f: Tool(f, name=name, description=description)
+
+
+def as_tool(obj: Tool | Callable[..., Any]) -> Tool:
+    """Accept plain documented functions where a ``Tool`` is expected."""
+    return obj if isinstance(obj, Tool) else Tool(obj)
