@@ -183,7 +183,7 @@ class Trace:
     tools: list[str]
     inputs: dict[str, str]
     redactor: Redactor = field(default_factory=Redactor)
-    max_field_chars: int = 50_000
+    max_field_chars: int = 110_000  # above the sandbox output cap, so output is cut once
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     started_at: str = field(default_factory=now_iso)
     ended_at: str | None = None

@@ -183,7 +183,7 @@ class LiteLLMModel:
                 if on_retry is not None:
                     on_retry(record)
                 self._sleep(wait)
-            except litellm.exceptions.OpenAIError as exc:  # auth, bad request, not found: not transient
+            except Exception as exc:  # auth, bad request, unknown provider: retrying will not help
                 raise ModelCallError(f"{type(exc).__name__}: {_short(exc)}", retries=retries,
                                      status_code=_status_code(exc)) from exc
 

@@ -145,7 +145,8 @@ class ScriptedLLMServer:
                     body = json.loads(raw or b"{}")
                 except ValueError:
                     body = {"_unparsed": raw.decode("utf-8", "replace")}
-                entry = server._next(RecordedRequest(self.path, dict(self.headers.items()), body))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                entry = server._next(RecordedRequest(self.path, headers, body))
                 if entry is None:
                     error = {"error": {"message": "scripted server: script exhausted", "type": "server_error"}}
                     self._send(500, json.dumps(error).encode())

@@ -1,0 +1,5 @@
+import sys
+
+from airflow_codeagent.cli.main import main
+
+sys.exit(main())

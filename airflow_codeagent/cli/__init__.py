@@ -1,0 +1,1 @@
+"""Command line: try the agent without Airflow."""

@@ -1,0 +1,328 @@
+"""The agent loop end to end: real litellm HTTP calls to a scripted server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from airflow_codeagent import CodeAgent, RetryPolicy, RunStatus, tool
+from airflow_codeagent.agent.trace import load_schema
+from airflow_codeagent.testing.scripted_llm import DropConnection, HTTPError, Malformed, Reply
+
+pytestmark = pytest.mark.integration
+
+FAST_RETRY = RetryPolicy(max_retries=2, initial_delay_s=0.01, max_delay_s=0.02)
+
+
+@tool
+def get_rate(currency: str) -> float:
+    """Exchange rate to EUR.
+
+    Args:
+        currency: ISO code such as "USD".
+    """
+    return {"USD": 0.9, "GBP": 1.2}[currency]
+
+
+def make_agent(server, **kwargs) -> CodeAgent:
+    kwargs.setdefault("tools", [get_rate])
+    kwargs.setdefault("max_steps", 5)
+    kwargs.setdefault("retry", FAST_RETRY)
+    return CodeAgent("openai/scripted-model",
+                     model_kwargs={"api_base": server.api_base, "api_key": "sk-test-key-0001"}, **kwargs)
+
+
+def code(body: str, thought: str = "Next step.") -> str:
+    return f"Thought: {thought}\n```python\n{body}\n```"
+
+
+def assert_valid_trace(trace: dict) -> None:
+    jsonschema.validate(trace, load_schema())
+    json.dumps(trace)  # JSON-native all the way down
+
+
+def test_multi_step_run_with_tool_and_persisted_variables(llm_server):
+    server = llm_server([
+        code("rates = {c: get_rate(c) for c in amounts}\nprint(rates)", "Look up the rates."),
+        code("eur = {c: amounts[c] * rates[c] for c in amounts}\neur"),
+        code("final_answer(round(sum(eur.values()), 2))", "Sum and finish."),
+    ])
+    run = make_agent(server).run("Convert 120 USD and 80 GBP to EUR and return the total",
+                                 inputs={"amounts": {"USD": 120, "GBP": 80}})
+
+    assert run.status is RunStatus.FINAL_ANSWER
+    assert run.answer == 204.0
+    assert run.trace["answer_source"] == "final_answer"
+    steps = run.trace["steps"]
+    assert [s["index"] for s in steps] == [1, 2, 3]
+    assert steps[0]["stdout"] == "{'USD': 0.9, 'GBP': 1.2}\n"
+    assert steps[0]["thought"] == "Look up the rates."
+    assert [c["name"] for c in steps[0]["tool_calls"]] == ["get_rate", "get_rate"]
+    assert steps[1]["value"] == "{'USD': 108.0, 'GBP': 96.0}"  # variables from step 1 persisted
+    assert steps[2]["final_answer_called"] and steps[2]["final_answer"] == 204.0
+    assert run.trace["totals"] == {"llm_calls": 3, "input_tokens": 300, "output_tokens": 60,
+                                   "cost_usd": None, "retries": 0, "steps": 3}
+    assert_valid_trace(run.trace)
+
+    # What the model was told: tools, inputs, imports in the system prompt; observations fed back.
+    system = server.requests[0].messages[0]["content"]
+    assert "def get_rate(currency: str) -> float:" in system
+    assert "Exchange rate to EUR." in system and 'currency: ISO code such as "USD".' in system
+    assert "- amounts: dict with 2 keys, e.g. {'USD': 120, 'GBP': 80}" in system
+    assert "math, statistics, json" not in system  # default imports, not the issue's example list
+    assert "final_answer(" in system
+    assert server.requests[0].messages[1] == {"role": "user", "content": "Task: Convert 120 USD and "
+                                              "80 GBP to EUR and return the total"}
+    second = server.requests[1].messages
+    assert second[2]["role"] == "assistant" and "rates = {c: get_rate(c)" in second[2]["content"]
+    assert second[3]["role"] == "user" and "{'USD': 0.9, 'GBP': 1.2}" in second[3]["content"]
+    third = server.requests[2].messages
+    assert "Last expression value: {'USD': 108.0, 'GBP': 96.0}" in third[5]["content"]
+
+
+def test_authorized_imports_are_listed_and_enforced(llm_server):
+    server = llm_server([
+        code("import os\nos.listdir('/')"),
+        code("import statistics\nfinal_answer(statistics.mean([1, 2, 3]))"),
+    ])
+    run = make_agent(server, authorized_imports=["math", "statistics", "json"]).run("Mean of 1,2,3")
+
+    assert "You may only import these modules: math, statistics, json." in \
+        server.requests[0].messages[0]["content"]
+    first = run.trace["steps"][0]
+    assert first["error"]["type"] == "ImportError"
+    assert "import of 'os' is not allowed. Authorized imports: math, statistics, json" == \
+        first["error"]["message"]
+    assert "ImportError: import of 'os' is not allowed" in server.requests[1].messages[-1]["content"]
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == 2
+
+
+def test_reply_without_code_is_a_parse_error_step_then_recovery(llm_server):
+    server = llm_server([
+        "I think the answer is probably 42.",
+        code("final_answer(6 * 7)"),
+    ])
+    run = make_agent(server).run("What is 6 times 7?")
+
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == 42
+    parse_step = run.trace["steps"][0]
+    assert parse_step["error"]["type"] == "ParseError"
+    assert parse_step["code"] is None
+    assert parse_step["model_output"] == "I think the answer is probably 42."
+    feedback = server.requests[1].messages[-1]["content"]
+    assert "no code block" in feedback and "```python" in feedback and "final_answer(" in feedback
+    assert run.trace["totals"]["steps"] == 2  # the parse error counted as a step
+
+
+def test_model_code_error_comes_back_with_trimmed_traceback_and_is_fixed(llm_server):
+    server = llm_server([
+        code("def ratio(a, b):\n    return a / b\nvalues = [ratio(10, n) for n in [5, 0]]"),
+        code("values = [ratio(10, n) for n in [5, 2]]\nfinal_answer(values)"),
+    ])
+    run = make_agent(server).run("Compute ratios")
+
+    error = run.trace["steps"][0]["error"]
+    assert error["type"] == "ZeroDivisionError"
+    assert error["message"] == "division by zero"
+    assert "line 3: values = [ratio(10, n) for n in [5, 0]]" in error["traceback"]
+    assert "line 2, in ratio: return a / b" in error["traceback"]
+    assert "site-packages" not in error["traceback"] and "restricted.py" not in error["traceback"]
+    observation = server.requests[1].messages[-1]["content"]
+    assert "Error: ZeroDivisionError: division by zero" in observation
+    assert "line 2, in ratio: return a / b" in observation
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == [2.0, 5.0]
+
+
+def test_max_steps_with_final_answer_fallback(llm_server):
+    server = llm_server([
+        code("partial = 10\nprint(partial)"),
+        code("partial = partial + 5\nprint(partial)"),
+        code("final_answer(partial)", "Best answer from what I have."),
+    ])
+    run = make_agent(server, max_steps=2).run("Keep counting")
+
+    assert run.status is RunStatus.MAX_STEPS
+    assert run.answer == 15 and run.answer_is_partial
+    steps = run.trace["steps"]
+    assert [s["kind"] for s in steps] == ["action", "action", "final_answer_fallback"]
+    assert run.trace["error"] == "no final answer after 2 steps"
+    request = server.requests[2].messages[-1]["content"]
+    assert "You have used all your steps." in request and "final_answer(" in request
+    assert_valid_trace(run.trace)
+
+
+def test_max_steps_without_fallback_makes_no_extra_call(llm_server):
+    server = llm_server([code("x = 1"), code("x = 2"), code("final_answer(x)")])
+    run = make_agent(server, max_steps=2, final_answer_fallback=False).run("Count")
+
+    assert run.status is RunStatus.MAX_STEPS
+    assert run.answer is None and not run.answer_is_partial
+    assert len(server.requests) == 2 and server.remaining == 1
+    assert [s["kind"] for s in run.trace["steps"]] == ["action", "action"]
+
+
+def test_rate_limit_with_retry_after_is_honoured_then_succeeds(llm_server):
+    server = llm_server([
+        HTTPError(429, "slow down", headers={"Retry-After": "1"}),
+        code("final_answer('ok')"),
+    ])
+    run = make_agent(server, retry=RetryPolicy(max_retries=3, initial_delay_s=5.0)).run("Say ok")
+
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == "ok"
+    retries = run.trace["steps"][0]["retries"]
+    assert len(retries) == 1
+    assert retries[0]["status_code"] == 429 and retries[0]["error_type"] == "RateLimitError"
+    assert retries[0]["waited_s"] == 1.0  # the server's Retry-After, not the 5 s backoff
+    assert run.trace["totals"]["retries"] == 1 and run.trace["totals"]["llm_calls"] == 1
+    assert len(server.requests) == 2
+
+
+def test_server_errors_until_retries_exhausted_end_with_error_keeping_steps(llm_server):
+    server = llm_server([
+        code("progress = 'step one done'\nprint(progress)"),
+        HTTPError(500), HTTPError(503), HTTPError(500),
+    ])
+    run = make_agent(server).run("Do two things")
+
+    assert run.status is RunStatus.ERROR
+    assert "failed after 3 attempts" in run.error
+    steps = run.trace["steps"]
+    assert steps[0]["stdout"] == "step one done\n"  # the completed step is kept
+    assert steps[1]["error"]["type"] == "ModelCallError"
+    assert [r["status_code"] for r in steps[1]["retries"]] == [500, 503]
+    assert run.trace["totals"]["retries"] == 2
+    assert_valid_trace(run.trace)
+
+
+@pytest.mark.parametrize("fault", [DropConnection(), Malformed()], ids=["dropped", "malformed"])
+def test_transient_transport_faults_are_retried(llm_server, fault):
+    server = llm_server([fault, code("final_answer(1)")])
+    run = make_agent(server).run("Answer 1")
+
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == 1
+    assert len(run.trace["steps"][0]["retries"]) == 1
+
+
+def test_authentication_error_is_not_retried(llm_server):
+    server = llm_server([HTTPError(401, "invalid api key"), code("final_answer(1)")])
+    run = make_agent(server).run("Answer 1")
+
+    assert run.status is RunStatus.ERROR
+    assert "AuthenticationError" in run.error
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("body", ["raise SystemExit(0)", "raise KeyboardInterrupt()",
+                                  "try:\n    raise SystemExit(1)\nexcept Exception:\n    pass\n1/0"])
+def test_system_exit_and_interrupts_from_model_code_do_not_end_the_run(llm_server, body):
+    server = llm_server([code(body), code("final_answer('survived')")])
+    run = make_agent(server).run("Try to exit")
+
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == "survived"
+    assert run.trace["steps"][0]["error"]["type"] in {"SystemExit", "KeyboardInterrupt"}
+
+
+def test_huge_output_is_truncated_for_the_model_with_head_and_tail(llm_server):
+    body = "for i in range(20000):\n    print('row', i)"
+    server = llm_server([code(body), code("final_answer('done')")])
+    run = make_agent(server, max_observation_chars=2000, max_output_chars=20_000).run("Print a lot")
+
+    observation = server.requests[1].messages[-1]["content"]
+    assert len(observation) < 2300
+    assert "row 0\n" in observation and "row 19999" in observation
+    assert "characters cut: print a slice or a summary" in observation
+    stdout = run.trace["steps"][0]["stdout"]
+    assert "characters of output dropped" in stdout and stdout.endswith("row 19999\n")
+    assert run.status is RunStatus.FINAL_ANSWER
+
+
+def test_infinite_loop_is_stopped_by_step_timeout_and_run_continues(llm_server):
+    server = llm_server([
+        code("n = 0\nwhile True:\n    try:\n        n += 1\n    except BaseException:\n        pass"),
+        code("final_answer(n > 0)"),
+    ])
+    run = make_agent(server, step_timeout_seconds=0.5).run("Loop")
+
+    error = run.trace["steps"][0]["error"]
+    assert error["type"] == "StepInterrupted" and "0.5 s time limit" in error["message"]
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer is True
+
+
+def test_run_time_limit_ends_with_timeout_and_fallback(llm_server):
+    server = llm_server([
+        code("found = 'partial result'\nwhile True:\n    pass"),
+        code("final_answer(found)"),
+    ])
+    run = make_agent(server, max_run_seconds=1.0, step_timeout_seconds=None).run("Loop forever")
+
+    assert run.status is RunStatus.TIMEOUT
+    assert "1 s time limit" in run.error
+    assert run.answer == "partial result" and run.answer_is_partial
+    assert run.trace["steps"][-1]["kind"] == "final_answer_fallback"
+    assert "time limit for this task has been reached" in server.requests[-1].messages[-1]["content"]
+
+
+def test_token_budget_ends_run_with_budget_exceeded(llm_server):
+    server = llm_server([Reply(code("x = 1"), prompt_tokens=600), Reply(code("x = 2"), prompt_tokens=600),
+                         code("final_answer(x)")])
+    run = make_agent(server, max_input_tokens=1000).run("Spend tokens")
+
+    assert run.status is RunStatus.BUDGET_EXCEEDED
+    assert run.error == "max_input_tokens=1000 reached: 1200 used"
+    assert len(server.requests) == 2
+
+
+def test_output_budget_caps_max_tokens_of_each_call(llm_server):
+    server = llm_server([Reply(code("x = 1"), completion_tokens=30), code("final_answer(x)")])
+    run = make_agent(server, max_output_tokens=100).run("Count")
+
+    assert [r.body["max_tokens"] for r in server.requests] == [100, 70]
+    assert run.status is RunStatus.FINAL_ANSWER
+
+
+def test_cost_budget_needs_a_known_price():
+    with pytest.raises(ValueError, match="litellm has no price for 'openai/scripted-model'"):
+        CodeAgent("openai/scripted-model", max_cost_usd=1.0)
+
+
+def test_api_key_and_declared_secrets_are_redacted_from_the_trace(llm_server):
+    @tool
+    def read_config(name: str) -> str:
+        """Read a config value.
+
+        Args:
+            name: key to read.
+        """
+        return {"dsn": "postgres://etl:hunter2-password@db/prod"}[name]
+
+    server = llm_server([code("print(read_config('dsn'))"), code("final_answer(read_config('dsn'))")])
+    run = make_agent(server, tools=[read_config], secrets=["hunter2-password"]).run("Show the DSN")
+
+    text = json.dumps(run.trace)
+    assert "hunter2-password" not in text and "sk-test-key-0001" not in text
+    assert run.trace["steps"][0]["stdout"] == "postgres://etl:***@db/prod\n"
+    assert server.requests[0].headers["authorization"] == "Bearer sk-test-key-0001"
+
+
+def test_trace_is_published_after_every_step(llm_server):
+    server = llm_server([code("a = 1"), code("b = 2"), code("final_answer(a + b)")])
+    published: list[dict] = []
+    run = make_agent(server).run("Add", on_step=published.append)
+
+    assert [len(t["steps"]) for t in published] == [1, 2, 3, 3]
+    assert [t["status"] for t in published] == ["running", "running", "running", "final_answer"]
+    for document in published:
+        assert_valid_trace(document)
+    assert published[-1] == run.trace
+
+
+def test_several_code_blocks_in_one_reply_run_in_order(llm_server):
+    reply = ("First set a.\n```python\na = 2\n```\nThen b.\n```py\nb = a * 3\n```\n"
+             "And finish.\n```\nfinal_answer(a + b)\n```")
+    server = llm_server([reply])
+    run = make_agent(server).run("Add")
+
+    assert run.answer == 8
+    assert run.trace["steps"][0]["code"] == "a = 2\n\nb = a * 3\n\nfinal_answer(a + b)"
