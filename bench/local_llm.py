@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -212,8 +213,10 @@ class LocalServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
         self._log_handle = log
-        self.process = subprocess.Popen(config.command(), stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            config.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
         deadline = time.monotonic() + config.startup_timeout_s
         while time.monotonic() < deadline:
             code = self.process.poll()
@@ -244,6 +247,23 @@ class LocalServer:
         handle, self._log_handle = self._log_handle, None
         if handle is not None:
             handle.close()
+
+
+def _die_with_parent() -> None:
+    """Linux only: SIGTERM the server if this process dies, even by SIGKILL.
+
+    Without it a killed bench would leave a 2 GB server holding the port.
+    """
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so ``finally`` blocks stop the server."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -300,6 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for p in (assemble, serve):
         add_server_arguments(p)
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     try:
         if args.command == "assemble":
             path = assemble_model(args.model_path, python=args.server_python)

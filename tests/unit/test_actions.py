@@ -1,0 +1,45 @@
+from airflow_codeagent.agent.actions import CodeAction, ParseFailure, parse_code_action
+
+
+def test_python_fence_with_thought():
+    action = parse_code_action("Thought: add them\n```python\nx = 1 + 2\nprint(x)\n```\n")
+    assert action == CodeAction("add them", "x = 1 + 2\nprint(x)")
+
+
+def test_py_and_unlabelled_fences_run_in_order():
+    action = parse_code_action("a\n```py\na = 1\n```\nb\n```\nb = a + 1\n```")
+    assert isinstance(action, CodeAction)
+    assert action.code == "a = 1\n\nb = a + 1"
+
+
+def test_unclosed_last_fence_is_accepted():
+    action = parse_code_action("```python\nfinal_answer(3)")
+    assert action == CodeAction("", "final_answer(3)")
+
+
+def test_json_envelope():
+    action = parse_code_action('{"thought": "t", "code": "final_answer(1)"}')
+    assert action == CodeAction("t", "final_answer(1)")
+
+
+def test_non_python_block_is_named_in_the_error():
+    failure = parse_code_action("Let me run\n```bash\nls\n```")
+    assert isinstance(failure, ParseFailure)
+    assert "```bash block but no Python code block" in failure.message
+    assert "```python" in failure.message
+
+
+def test_plain_text_reply_is_a_parse_failure_with_expected_format():
+    failure = parse_code_action("The answer is 42.")
+    assert isinstance(failure, ParseFailure)
+    assert failure.thought == "The answer is 42."
+    assert "no code block" in failure.message and "final_answer(result)" in failure.message
+
+
+def test_empty_reply():
+    failure = parse_code_action("   ")
+    assert isinstance(failure, ParseFailure) and "empty" in failure.message
+
+
+def test_empty_code_block_does_not_count_as_code():
+    assert isinstance(parse_code_action("```python\n\n```"), ParseFailure)

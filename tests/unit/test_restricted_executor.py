@@ -1,0 +1,117 @@
+import threading
+
+import pytest
+
+from airflow_codeagent.sandbox.restricted import RestrictedExecutor
+
+
+def test_state_persists_and_functions_from_earlier_steps_print_into_the_current_step():
+    ex = RestrictedExecutor()
+    assert ex.run("def show(x):\n    print('value', x)\ncount = 1").stdout == ""
+    observation = ex.run("count += 1\nshow(count)")
+    assert observation.stdout == "value 2\n"
+    assert ex.variables()["count"] == 2
+
+
+def test_trailing_expression_value_is_reported_but_none_is_not():
+    ex = RestrictedExecutor()
+    assert ex.run("x = [1, 2]\nx + [3]").value_repr == "[1, 2, 3]"
+    assert ex.run("print('hi')").value_repr is None
+
+
+def test_inputs_are_private_copies():
+    rows = [{"id": 1}]
+    ex = RestrictedExecutor(variables={"rows": rows})
+    ex.run("rows[0]['id'] = 99\nrows.append({'id': 2})")
+    assert rows == [{"id": 1}]
+    assert ex.variables()["rows"] == [{"id": 99}, {"id": 2}]
+
+
+def test_tool_calls_and_tool_errors_are_recorded():
+    def lookup(key):
+        return {"a": 1}[key]
+
+    ex = RestrictedExecutor(tools={"lookup": lookup})
+    observation = ex.run("lookup('a')\nlookup(key='b')")
+    assert [(c.name, c.arguments, c.error) for c in observation.tool_calls] == [
+        ("lookup", "'a'", None), ("lookup", "key='b'", "KeyError: 'b'")]
+    assert observation.error.type == "KeyError"
+
+
+def test_model_code_may_not_rebind_tools_for_later_steps():
+    ex = RestrictedExecutor(tools={"lookup": lambda: "real"})
+    ex.run("lookup = lambda: 'fake'")
+    assert ex.run("lookup()").value_repr == "'real'"
+
+
+def test_classes_defined_by_model_code_work_but_host_objects_stay_read_only():
+    ex = RestrictedExecutor(variables={"cfg": {"a": 1}})
+    observation = ex.run(
+        "class Point:\n    def __init__(self, x):\n        self.x = x\n"
+        "    def double(self):\n        return Point(self.x * 2)\nPoint(2).double().x")
+    assert observation.value_repr == "4"
+    import datetime
+    ex2 = RestrictedExecutor(authorized_imports=["datetime"])
+    observation = ex2.run("import datetime\nd = datetime.date(2024, 1, 1)\nd.year = 1999")
+    assert observation.error.type in {"TypeError", "AttributeError"}
+    assert datetime.date(2024, 1, 1).year == 2024
+
+
+def test_syntax_errors_and_policy_violations_are_observations():
+    ex = RestrictedExecutor()
+    observation = ex.run("def f(:\n    pass")
+    assert observation.error.type == "SyntaxError" and "line 1" in observation.error.message
+    observation = ex.run("x = [].__class__")
+    assert observation.error.type == "SyntaxError" and "__class__" in observation.error.message
+
+
+def test_cancel_from_another_thread_stops_a_running_step():
+    ex = RestrictedExecutor(step_timeout_s=None)
+    timer = threading.Timer(0.2, ex.cancel)
+    timer.start()
+    observation = ex.run("while True:\n    pass")
+    timer.join()
+    assert observation.error.type == "StepInterrupted"
+    assert observation.error.message == "run cancelled"
+
+
+def test_host_exceptions_listed_in_reraise_propagate():
+    class TaskKilled(BaseException):
+        pass
+
+    def killer():
+        raise TaskKilled()
+
+    ex = RestrictedExecutor(tools={"work": killer}, reraise=(TaskKilled,))
+    with pytest.raises(TaskKilled):
+        ex.run("try:\n    work()\nexcept Exception:\n    pass")
+
+
+@pytest.mark.parametrize("name", ["_private", "final_answer", "not an identifier"])
+def test_bad_tool_names_are_refused(name):
+    with pytest.raises(ValueError, match="rename the tool"):
+        RestrictedExecutor(tools={name: print})
+
+
+def test_bad_input_names_are_refused():
+    with pytest.raises(ValueError, match="rename it"):
+        RestrictedExecutor(variables={"my-table": []})
+
+
+def test_random_is_private_to_the_sandbox():
+    import random
+
+    random.seed(7)
+    expected = random.random()
+    random.seed(7)
+    ex = RestrictedExecutor(authorized_imports=["random"])
+    ex.run("import random\nrandom.seed(1)\nx = random.random()")
+    assert random.random() == expected
+
+
+def test_dotted_import_exposes_only_the_authorized_chain():
+    ex = RestrictedExecutor(authorized_imports=["os.path"])
+    assert ex.run("import os.path\nos.path.join('a', 'b')").value_repr == "'a/b'"
+    observation = ex.run("import os.path\nos.getcwd()")
+    assert observation.error.type == "AttributeError"
+    assert "only 'os.path' is authorized in 'os'" in observation.error.message
