@@ -21,7 +21,7 @@ from airflow_codeagent.models.completion import Completion, LiteLLMModel, ModelC
 from airflow_codeagent.models.retry import RetryPolicy
 from airflow_codeagent.sandbox.observation import ExecutionError, Observation
 from airflow_codeagent.sandbox.policy import DEFAULT_AUTHORIZED_IMPORTS
-from airflow_codeagent.sandbox.restricted import RestrictedExecutor
+from airflow_codeagent.sandbox.executor import Executor, executor_factory
 from airflow_codeagent.tools.base import Tool, as_tool
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ class CodeAgent:
         retry: RetryPolicy | None = None,
         instructions: str | None = None,
         secrets: Iterable[str] = (),
+        executor: str = "restricted",
     ) -> None:
         if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
             raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
@@ -125,7 +126,9 @@ class CodeAgent:
         self.max_output_chars = max_output_chars
         self.instructions = instructions
         self._secrets = [*self.model.secrets, *secrets]
-        self._executor: RestrictedExecutor | None = None
+        self.executor_name = executor
+        self._executor_factory = executor_factory(executor)
+        self._executor: Executor | None = None
         self._reraise: tuple[type[BaseException], ...] = ()
 
     def limits(self) -> dict[str, Any]:
@@ -140,6 +143,7 @@ class CodeAgent:
             "final_answer_fallback": self.final_answer_fallback,
             "authorized_imports": list(self.authorized_imports),
             "max_retries": self.model.retry.max_retries,
+            "executor": self.executor_name,
         }
 
     def cancel(self) -> None:
@@ -157,7 +161,7 @@ class CodeAgent:
         if not isinstance(task, str) or not task.strip():
             raise ValueError("task must be a non-empty string saying what the agent should do")
         inputs = dict(inputs or {})
-        executor = RestrictedExecutor(
+        executor = self._executor_factory(
             tools={t.name: t.func for t in self.tools},
             variables=inputs,
             authorized_imports=self.authorized_imports,
@@ -177,7 +181,11 @@ class CodeAgent:
                                self.instructions),
             task, self.max_observation_chars,
         )
-        return _Run(self, executor, trace, memory, on_step).execute()
+        try:
+            return _Run(self, executor, trace, memory, on_step).execute()
+        finally:
+            executor.close()
+            self._executor = None
 
 
 def _require_known_price(model: LiteLLMModel) -> None:
@@ -200,7 +208,7 @@ def _require_known_price(model: LiteLLMModel) -> None:
 class _Run:
     """One execution of the loop; holds the per-run state ``CodeAgent`` must not."""
 
-    def __init__(self, agent: CodeAgent, executor: RestrictedExecutor, trace: Trace,
+    def __init__(self, agent: CodeAgent, executor: Executor, trace: Trace,
                  memory: Memory, on_step: StepCallback | None) -> None:
         self.agent = agent
         self.executor = executor

@@ -7,12 +7,19 @@ step's deadline has passed or the run was cancelled, every tick raises
 ``while True: try: ... except BaseException: pass``: the handler itself
 raises again, so model code cannot swallow the stop.
 
+Host exceptions (Airflow's task timeout, raised by a signal handler into
+whatever frame is running) are handled the same way: ``except_tick`` runs
+first in every ``except`` handler, and if the exception being handled is a
+host exception it cancels the clock and re-raises it, so model code cannot
+swallow the worker's own timeout.
+
 A single long C call (``10**10**10``) is not interrupted by this; the
 isolated executor with OS limits is the answer to that.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -32,9 +39,10 @@ class StepInterrupted(BaseException):
 class StepClock:
     """Deadline and cancellation flag shared by the executor and the ticks."""
 
-    __slots__ = ("_cancelled", "_deadline", "_limit_s", "_reason")
+    __slots__ = ("_cancelled", "_deadline", "_limit_s", "_reason", "host_exceptions")
 
-    def __init__(self) -> None:
+    def __init__(self, host_exceptions: tuple[type[BaseException], ...] = ()) -> None:
+        self.host_exceptions = host_exceptions
         self._deadline = float("inf")
         self._limit_s: float | None = None
         self._reason = ""
@@ -62,3 +70,11 @@ class StepClock:
             raise StepInterrupted(self._reason)
         if self._cancelled.is_set():
             raise StepInterrupted("run cancelled")
+
+    def except_tick(self) -> None:
+        """First statement of every ``except`` handler in model code."""
+        handled = sys.exc_info()[1]
+        if self.host_exceptions and isinstance(handled, self.host_exceptions):
+            self._cancelled.set()
+            raise handled
+        self.tick()

@@ -14,6 +14,7 @@ from types import CodeType
 from RestrictedPython.transformer import RestrictingNodeTransformer
 
 TICK_NAME = "_tick_"
+EXCEPT_TICK_NAME = "_except_tick_"
 RESULT_NAME = "_result_"
 
 
@@ -25,8 +26,8 @@ class RestrictedSyntaxError(Exception):
         self.messages = messages
 
 
-def _tick_call() -> ast.Call:
-    return ast.Call(func=ast.Name(TICK_NAME, ast.Load()), args=[], keywords=[])
+def _tick_call(name: str = TICK_NAME) -> ast.Call:
+    return ast.Call(func=ast.Name(name, ast.Load()), args=[], keywords=[])
 
 
 class _Instrumenter(ast.NodeTransformer):
@@ -39,7 +40,11 @@ class _Instrumenter(ast.NodeTransformer):
 
     visit_For = visit_AsyncFor = visit_While = _prepend_tick
     visit_FunctionDef = visit_AsyncFunctionDef = _prepend_tick
-    visit_ExceptHandler = _prepend_tick
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> ast.AST:
+        self.generic_visit(node)
+        node.body.insert(0, ast.Expr(_tick_call(EXCEPT_TICK_NAME)))
+        return node
 
     def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
         self.generic_visit(node)

@@ -225,10 +225,6 @@ def guarded_hasattr(obj: Any, name: str) -> bool:
     return True
 
 
-def guarded_getitem(obj: Any, key: Any) -> Any:
-    return obj[key]
-
-
 def guarded_inplacevar(op: str, target: Any, value: Any) -> Any:
     try:
         return _INPLACE_OPERATORS[op](target, value)
@@ -289,7 +285,7 @@ def restricted_globals(import_policy: ImportPolicy, classes: SandboxClasses) -> 
         "__name__": "agent",
         "__metaclass__": classes.define,
         "_getattr_": guarded_getattr,
-        "_getitem_": guarded_getitem,
+        "_getitem_": operator.getitem,
         "_getiter_": iter,
         "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
         "_unpack_sequence_": guarded_unpack_sequence,

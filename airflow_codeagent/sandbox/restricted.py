@@ -15,6 +15,7 @@ from typing import Any
 
 from airflow_codeagent.sandbox.clock import StepClock, StepInterrupted
 from airflow_codeagent.sandbox.instrument import (
+    EXCEPT_TICK_NAME,
     RESULT_NAME,
     TICK_NAME,
     RestrictedSyntaxError,
@@ -73,7 +74,7 @@ class RestrictedExecutor:
                 raise ValueError(f"tool name {name!r} cannot be used from code; rename the tool")
         self._imports = ImportPolicy(authorized_imports)
         self._classes = SandboxClasses()
-        self.clock = StepClock()
+        self.clock = StepClock(host_exceptions=reraise)
         self.step_timeout_s = step_timeout_s
         self.output_limit_chars = output_limit_chars
         self._reraise = reraise
@@ -97,6 +98,9 @@ class RestrictedExecutor:
 
     def cancel(self) -> None:
         self.clock.cancel()
+
+    def close(self) -> None:
+        self._namespace.clear()
 
     def run(self, code: str, *, time_limit_s: float | None = None) -> Observation:
         """Execute one code action; never raises for anything model code does."""
@@ -147,6 +151,7 @@ class RestrictedExecutor:
         ns.update(restricted_globals(self._imports, self._classes))
         ns["_print_"] = lambda _getattr_=None: SandboxPrinter(state.output)
         ns[TICK_NAME] = self.clock.tick
+        ns[EXCEPT_TICK_NAME] = self.clock.except_tick
         ns[RESULT_NAME] = lambda value: _record_value(state, value)
         ns[FINAL_ANSWER_NAME] = _final_answer_function(state)
         for name, func in self._tools.items():

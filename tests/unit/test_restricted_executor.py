@@ -115,3 +115,21 @@ def test_dotted_import_exposes_only_the_authorized_chain():
     observation = ex.run("import os.path\nos.getcwd()")
     assert observation.error.type == "AttributeError"
     assert "only 'os.path' is authorized in 'os'" in observation.error.message
+
+
+def test_host_exception_cannot_be_swallowed_by_model_except_handlers():
+    class WorkerTimeout(BaseException):
+        pass
+
+    raised = []
+
+    def tick_then_timeout():
+        raised.append(1)
+        if len(raised) == 3:
+            raise WorkerTimeout()
+
+    ex = RestrictedExecutor(tools={"work": tick_then_timeout}, reraise=(WorkerTimeout,),
+                            step_timeout_s=None)
+    with pytest.raises(WorkerTimeout):
+        ex.run("while True:\n    try:\n        work()\n    except BaseException:\n        pass")
+    assert len(raised) == 3
