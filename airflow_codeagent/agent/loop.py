@@ -88,6 +88,7 @@ class CodeAgent:
         instructions: str | None = None,
         secrets: Iterable[str] = (),
         executor: str = "restricted",
+        interrupt_exceptions: tuple[type[BaseException], ...] = (),
     ) -> None:
         if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
             raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
@@ -129,7 +130,9 @@ class CodeAgent:
         self.executor_name = executor
         self._executor_factory = executor_factory(executor)
         self._executor: Executor | None = None
-        self._reraise: tuple[type[BaseException], ...] = ()
+        # Raised by the host into running code (Airflow's task timeout): they
+        # end the run instead of becoming an observation model code can catch.
+        self.interrupt_exceptions = tuple(interrupt_exceptions)
 
     def limits(self) -> dict[str, Any]:
         return {
@@ -167,7 +170,7 @@ class CodeAgent:
             authorized_imports=self.authorized_imports,
             step_timeout_s=self.step_timeout_seconds,
             output_limit_chars=self.max_output_chars,
-            reraise=self._reraise,
+            reraise=self.interrupt_exceptions,
         )
         self._executor = executor
         input_descriptions = describe_inputs(inputs)
@@ -219,19 +222,27 @@ class _Run:
         self.deadline = None if agent.max_run_seconds is None else self.started + agent.max_run_seconds
 
     def execute(self) -> AgentRun:
-        status, error = self._loop()
-        if status in (RunStatus.MAX_STEPS, RunStatus.TIMEOUT) and self.agent.final_answer_fallback:
-            self._fallback(status)
-        self.trace.status = status
-        self.trace.error = error
-        self.trace.ended_at = now_iso()
-        self.trace.duration_s = time.monotonic() - self.started
-        document = self._publish()
+        try:
+            status, error = self._loop()
+            if status in (RunStatus.MAX_STEPS, RunStatus.TIMEOUT) and self.agent.final_answer_fallback:
+                self._fallback(status)
+        except BaseException as exc:
+            # The host stopped us (task timeout, kill, Ctrl-C): publish what was done, then go.
+            self._end(RunStatus.ERROR, f"run interrupted by {type(exc).__name__}: {exc}".rstrip(": "))
+            raise
+        document = self._end(status, error)
         usage = self.trace.usage
         log.info("agent run ended: status=%s steps=%d llm_calls=%d input_tokens=%d "
                  "output_tokens=%d cost_usd=%s", status.value, len(self.trace.steps),
                  usage.llm_calls, usage.input_tokens, usage.output_tokens, usage.cost_usd)
         return AgentRun(status, self.trace.answer, document)
+
+    def _end(self, status: RunStatus, error: str | None) -> dict[str, Any]:
+        self.trace.status = status
+        self.trace.error = error
+        self.trace.ended_at = now_iso()
+        self.trace.duration_s = time.monotonic() - self.started
+        return self._publish()
 
     def _publish(self) -> dict[str, Any]:
         document = self.trace.to_dict()

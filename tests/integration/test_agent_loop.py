@@ -326,3 +326,31 @@ def test_several_code_blocks_in_one_reply_run_in_order(llm_server):
 
     assert run.answer == 8
     assert run.trace["steps"][0]["code"] == "a = 2\n\nb = a * 3\n\nfinal_answer(a + b)"
+
+
+def test_host_interrupt_publishes_the_trace_before_propagating(llm_server):
+    class TaskKilled(BaseException):
+        pass
+
+    @tool
+    def fetch(n: int) -> int:
+        """Fetch row n.
+
+        Args:
+            n: row number.
+        """
+        if n == 2:
+            raise TaskKilled("worker is shutting down")
+        return n
+
+    server = llm_server([code("a = fetch(1)\nprint(a)"), code("b = fetch(2)")])
+    published: list[dict] = []
+    agent = make_agent(server, tools=[fetch], interrupt_exceptions=(TaskKilled,))
+    with pytest.raises(TaskKilled):
+        agent.run("Fetch rows", on_step=published.append)
+
+    last = published[-1]
+    assert last["status"] == "error"
+    assert last["error"] == "run interrupted by TaskKilled: worker is shutting down"
+    assert last["steps"][0]["stdout"] == "1\n"
+    assert_valid_trace(last)
