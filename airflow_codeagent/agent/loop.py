@@ -8,6 +8,7 @@ time, the model API down) and keep what it did until then.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,20 @@ def _positive(name: str, value: float | None, *, allow_none: bool = True) -> Non
         raise ValueError(f"{name} must be a positive number{' or None' if allow_none else ''}, got {value!r}")
 
 
+def check_limits(*, max_steps: int, max_run_seconds: float | None = None,
+                 step_timeout_seconds: float | None = None, max_input_tokens: int | None = None,
+                 max_output_tokens: int | None = None, max_cost_usd: float | None = None) -> None:
+    """Refuse caps that cannot work, naming the argument; callers check at definition time."""
+    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
+        raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+    for name, value in (("max_run_seconds", max_run_seconds),
+                        ("step_timeout_seconds", step_timeout_seconds),
+                        ("max_input_tokens", max_input_tokens),
+                        ("max_output_tokens", max_output_tokens),
+                        ("max_cost_usd", max_cost_usd)):
+        _positive(name, value)
+
+
 class CodeAgent:
     """An LLM that solves a task by writing Python that runs in a sandbox.
 
@@ -87,17 +102,12 @@ class CodeAgent:
         retry: RetryPolicy | None = None,
         instructions: str | None = None,
         secrets: Iterable[str] = (),
-        executor: str = "restricted",
+        sandbox: str = "restricted",
         interrupt_exceptions: tuple[type[BaseException], ...] = (),
     ) -> None:
-        if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
-            raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
-        for name, value in (("max_run_seconds", max_run_seconds),
-                            ("step_timeout_seconds", step_timeout_seconds),
-                            ("max_input_tokens", max_input_tokens),
-                            ("max_output_tokens", max_output_tokens),
-                            ("max_cost_usd", max_cost_usd)):
-            _positive(name, value)
+        check_limits(max_steps=max_steps, max_run_seconds=max_run_seconds,
+                     step_timeout_seconds=step_timeout_seconds, max_input_tokens=max_input_tokens,
+                     max_output_tokens=max_output_tokens, max_cost_usd=max_cost_usd)
         _positive("fallback_timeout_seconds", fallback_timeout_seconds, allow_none=False)
         if isinstance(model, LiteLLMModel):
             if model_kwargs:
@@ -127,12 +137,17 @@ class CodeAgent:
         self.max_output_chars = max_output_chars
         self.instructions = instructions
         self._secrets = [*self.model.secrets, *secrets]
-        self.executor_name = executor
-        self._executor_factory = executor_factory(executor)
+        self.sandbox = sandbox
+        self._executor_factory = executor_factory(sandbox)
         self._executor: Executor | None = None
+        self._cancel_requested = threading.Event()
         # Raised by the host into running code (Airflow's task timeout): they
         # end the run instead of becoming an observation model code can catch.
         self.interrupt_exceptions = tuple(interrupt_exceptions)
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel_requested.is_set()
 
     def limits(self) -> dict[str, Any]:
         return {
@@ -146,11 +161,15 @@ class CodeAgent:
             "final_answer_fallback": self.final_answer_fallback,
             "authorized_imports": list(self.authorized_imports),
             "max_retries": self.model.retry.max_retries,
-            "executor": self.executor_name,
+            "sandbox": self.sandbox,
         }
 
     def cancel(self) -> None:
-        """Stop the current run at the next tick of model code (thread-safe)."""
+        """Stop the current run: model code at its next tick, the loop before its next call.
+
+        Thread-safe, and safe from a signal handler (Airflow's ``on_kill``).
+        """
+        self._cancel_requested.set()
         if self._executor is not None:
             self._executor.cancel()
 
@@ -164,6 +183,7 @@ class CodeAgent:
         if not isinstance(task, str) or not task.strip():
             raise ValueError("task must be a non-empty string saying what the agent should do")
         inputs = dict(inputs or {})
+        self._cancel_requested.clear()
         executor = self._executor_factory(
             tools={t.name: t.func for t in self.tools},
             variables=inputs,
@@ -255,6 +275,8 @@ class _Run:
 
     def _loop(self) -> tuple[RunStatus, str | None]:
         for index in range(1, self.agent.max_steps + 1):
+            if self.agent.cancel_requested:
+                return RunStatus.ERROR, "run cancelled"
             if self._run_deadline_passed():
                 return RunStatus.TIMEOUT, f"the run's {self.agent.max_run_seconds:g} s time limit was reached"
             over = self._budget_exceeded()
@@ -278,6 +300,8 @@ class _Run:
                 self.trace.answer = step.final_answer
                 self.trace.answer_source = "final_answer"
                 return RunStatus.FINAL_ANSWER, None
+            if self.agent.cancel_requested:
+                return RunStatus.ERROR, "run cancelled"
             if self._run_deadline_passed():
                 return RunStatus.TIMEOUT, f"the run's {self.agent.max_run_seconds:g} s time limit was reached"
             over = self._budget_exceeded()

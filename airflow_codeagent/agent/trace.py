@@ -226,3 +226,34 @@ def load_schema() -> dict[str, Any]:
     from importlib.resources import files
 
     return json.loads(files("airflow_codeagent.agent").joinpath("trace.schema.json").read_text("utf-8"))
+
+
+_SHRINKABLE_STEP_FIELDS = ("model_output", "stdout", "value", "code", "thought")
+
+
+def fit_to_size(document: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """Shrink a trace document until its JSON is at most ``max_bytes``.
+
+    Long step fields are cut first (head and tail kept, the cut marked); if
+    that is not enough, steps are dropped from the middle, keeping the first
+    and the latest, and ``steps_omitted`` says how many. XCom backends and
+    the UI both choke on multi-megabyte values; a marked cut is better than
+    a failed push.
+    """
+    if len(json.dumps(document)) <= max_bytes:
+        return document
+    fitted = json.loads(json.dumps(document))
+    for field_cap in (20_000, 5_000, 1_000, 200):
+        for step in fitted["steps"]:
+            for name in _SHRINKABLE_STEP_FIELDS:
+                if isinstance(step.get(name), str):
+                    step[name] = truncate_middle(step[name], field_cap, "trace size cap")
+        if len(json.dumps(fitted)) <= max_bytes:
+            return fitted
+    steps = fitted["steps"]
+    omitted = 0
+    while len(steps) > 2 and len(json.dumps(fitted)) > max_bytes:
+        del steps[1]
+        omitted += 1
+        fitted["steps_omitted"] = omitted
+    return fitted

@@ -42,7 +42,7 @@ class ExecutorFactory(Protocol):
 
 
 def executor_factory(name: str) -> ExecutorFactory:
-    """Look up an executor by the name users pass as ``executor=``."""
+    """Look up an executor by the name users pass as ``sandbox=``."""
     from airflow_codeagent.sandbox.restricted import RestrictedExecutor
 
     factories: dict[str, ExecutorFactory] = {"restricted": RestrictedExecutor}
@@ -55,4 +55,4 @@ def executor_factory(name: str) -> ExecutorFactory:
     try:
         return factories[name]
     except KeyError:
-        raise ValueError(f"unknown executor {name!r}; choose one of {sorted(factories)}") from None
+        raise ValueError(f"unknown sandbox {name!r}; choose one of {sorted(factories)}") from None

@@ -1,0 +1,257 @@
+"""CodeAgentOperator: one agentic step between fixed pipeline tasks.
+
+Thin by design: it turns Airflow things (a connection, templated fields,
+XCom, the task's timeout and kill signal) into a ``CodeAgent`` run and maps
+the run's status back to a task outcome.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowTaskTerminated, AirflowTaskTimeout
+
+from airflow_codeagent.agent.loop import AgentRun, CodeAgent, check_limits
+from airflow_codeagent.agent.trace import RunStatus, fit_to_size
+from airflow_codeagent.hooks.litellm import LiteLLMHook
+from airflow_codeagent.models.retry import RetryPolicy
+from airflow_codeagent.operators.redaction import redact_with_airflow_masker
+from airflow_codeagent.sandbox.policy import DEFAULT_AUTHORIZED_IMPORTS
+from airflow_codeagent.tools.base import Tool, as_tool
+
+if TYPE_CHECKING:
+    import jinja2
+    from airflow.sdk import Context
+
+TRACE_XCOM_KEY = "codeagent_trace"
+_ON_CAP_CHOICES = ("fail", "succeed_with_partial")
+
+
+class CodeAgentOperator(BaseOperator):
+    """Run a code-writing LLM agent on ``prompt`` with ``inputs`` as sandbox variables.
+
+    The final answer is the task's return value (XCom ``return_value``); the
+    trace is pushed to XCom ``codeagent_trace`` after every step. A run that
+    ends on a cap fails the task with a one-line reason, unless
+    ``on_max_steps``/``on_timeout``/``on_budget_exceeded`` is
+    ``"succeed_with_partial"``.
+    """
+
+    template_fields: Sequence[str] = ("prompt", "inputs", "model", "instructions")
+    template_ext: Sequence[str] = (".sql", ".md", ".txt")
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "prompt": "md", "instructions": "md", "inputs": "json"}
+    ui_color = "#ede7f6"
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        llm_conn_id: str = LiteLLMHook.default_conn_name,
+        model: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        tools: Iterable[Tool | Callable[..., Any]] = (),
+        max_steps: int = 10,
+        authorized_imports: Collection[str] = DEFAULT_AUTHORIZED_IMPORTS,
+        on_max_steps: str = "fail",
+        on_timeout: str = "fail",
+        on_budget_exceeded: str = "fail",
+        max_run_seconds: float | None = None,
+        step_timeout_seconds: float | None = 60.0,
+        max_input_tokens: int | None = None,
+        max_output_tokens: int | None = None,
+        max_cost_usd: float | None = None,
+        final_answer_fallback: bool = True,
+        instructions: str | None = None,
+        sandbox: str = "restricted",
+        retry: RetryPolicy | None = None,
+        max_trace_bytes: int = 1_000_000,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        for name, value in (("on_max_steps", on_max_steps), ("on_timeout", on_timeout),
+                            ("on_budget_exceeded", on_budget_exceeded)):
+            if value not in _ON_CAP_CHOICES:
+                raise ValueError(f"{name} must be one of {_ON_CAP_CHOICES}, got {value!r}")
+        check_limits(max_steps=max_steps, max_run_seconds=max_run_seconds,
+                     step_timeout_seconds=step_timeout_seconds, max_input_tokens=max_input_tokens,
+                     max_output_tokens=max_output_tokens, max_cost_usd=max_cost_usd)
+        if max_trace_bytes < 10_000:
+            raise ValueError(f"max_trace_bytes must be at least 10000, got {max_trace_bytes}")
+        self.prompt = prompt
+        self.llm_conn_id = llm_conn_id
+        self.model = model
+        self.inputs = inputs
+        self.tools = [as_tool(t) for t in tools]
+        self.max_steps = max_steps
+        self.authorized_imports = list(authorized_imports)
+        self.on_max_steps = on_max_steps
+        self.on_timeout = on_timeout
+        self.on_budget_exceeded = on_budget_exceeded
+        self.max_run_seconds = max_run_seconds
+        self.step_timeout_seconds = step_timeout_seconds
+        self.max_input_tokens = max_input_tokens
+        self.max_output_tokens = max_output_tokens
+        self.max_cost_usd = max_cost_usd
+        self.final_answer_fallback = final_answer_fallback
+        self.instructions = instructions
+        self.sandbox = sandbox
+        self.retry = retry
+        self.max_trace_bytes = max_trace_bytes
+        self._agent: CodeAgent | None = None
+
+    # -- templating ---------------------------------------------------------
+
+    def _do_render_template_fields(self, parent: Any, template_fields: Iterable[str],
+                                   context: Context, jinja_env: jinja2.Environment,
+                                   seen_oids: set[int]) -> None:
+        """Render ``inputs`` with a native Jinja environment.
+
+        ``{"orders": "{{ ti.xcom_pull('extract') }}"}`` must reach the sandbox
+        as the list upstream returned, not as its string form, whatever the
+        DAG's ``render_template_as_native_obj`` says.
+        """
+        fields = list(template_fields)
+        if parent is not self or "inputs" not in fields:
+            super()._do_render_template_fields(parent, fields, context, jinja_env, seen_oids)
+            return
+        fields.remove("inputs")
+        super()._do_render_template_fields(parent, fields, context, jinja_env, seen_oids)
+        self._rendering_native = True
+        try:
+            super()._do_render_template_fields(parent, ["inputs"], context,
+                                               _native_env(self, jinja_env), seen_oids)
+        finally:
+            self._rendering_native = False
+
+    def _should_render_native(self, dag: Any = None) -> bool:
+        return getattr(self, "_rendering_native", False) or super()._should_render_native(dag)
+
+    # -- execution ----------------------------------------------------------
+
+    def execute(self, context: Context) -> Any:
+        inputs = self._inputs(context)
+        hook = LiteLLMHook(self.llm_conn_id)
+        agent = CodeAgent(
+            hook.get_model(self.model, retry=self.retry),
+            tools=self.tools,
+            max_steps=self.max_steps,
+            authorized_imports=self.authorized_imports,
+            max_run_seconds=self.max_run_seconds,
+            step_timeout_seconds=self.step_timeout_seconds,
+            max_input_tokens=self.max_input_tokens,
+            max_output_tokens=self.max_output_tokens,
+            max_cost_usd=self.max_cost_usd,
+            final_answer_fallback=self.final_answer_fallback,
+            instructions=self.instructions,
+            sandbox=self.sandbox,
+            interrupt_exceptions=(AirflowTaskTimeout, AirflowTaskTerminated),
+        )
+        self._agent = agent
+        ti = context["ti"]
+
+        def publish(trace: dict[str, Any]) -> None:
+            ti.xcom_push(key=TRACE_XCOM_KEY, value=self._prepare_trace(trace))
+
+        try:
+            run = agent.run(self.prompt, inputs, on_step=publish)
+        finally:
+            self._agent = None
+        return self._outcome(run)
+
+    def _inputs(self, context: Context) -> dict[str, Any]:
+        if self.inputs is None:
+            return {}
+        if not isinstance(self.inputs, Mapping):
+            raise TypeError(
+                f"inputs must be a dict of variable name -> value, got {type(self.inputs).__name__}; "
+                "e.g. inputs={'orders': \"{{ ti.xcom_pull('extract_orders') }}\"}"
+            )
+        return dict(self.inputs)
+
+    def _prepare_trace(self, trace: dict[str, Any]) -> dict[str, Any]:
+        return fit_to_size(redact_with_airflow_masker(trace), self.max_trace_bytes)
+
+    def _outcome(self, run: AgentRun) -> Any:
+        self._log_summary(run)
+        policy = {
+            RunStatus.MAX_STEPS: self.on_max_steps,
+            RunStatus.TIMEOUT: self.on_timeout,
+            RunStatus.BUDGET_EXCEEDED: self.on_budget_exceeded,
+        }.get(run.status, "fail")
+        if run.status is RunStatus.FINAL_ANSWER or policy == "succeed_with_partial":
+            if run.status is not RunStatus.FINAL_ANSWER:
+                self.log.warning("Agent stopped with status %s; succeeding with the partial answer "
+                                 "as configured.", run.status.value)
+            return _json_answer(run.answer)
+        raise AirflowException(_failure_reason(run, self.max_steps))
+
+    def _log_summary(self, run: AgentRun) -> None:
+        """Write the run to the task log: XComs of a failed try are cleared on retry, logs are not."""
+        totals = run.trace["totals"]
+        cost = "unknown" if totals["cost_usd"] is None else f"{totals['cost_usd']:.6f} USD"
+        self.log.info("Agent run %s: status=%s steps=%d/%d llm_calls=%d tokens=%d in/%d out "
+                      "cost=%s retries=%d duration=%.1fs", run.trace["run_id"], run.status.value,
+                      run.steps, self.max_steps, totals["llm_calls"], totals["input_tokens"],
+                      totals["output_tokens"], cost, totals["retries"], run.trace["duration_s"] or 0)
+        for step in run.trace["steps"]:
+            error = step["error"]
+            outcome = (f"error {error['type']}: {_first_line(error['message'])}" if error
+                       else "final_answer" if step["final_answer_called"] else "ok")
+            code = _first_line(step["code"] or "(no code)")
+            self.log.info("  step %d [%s] %s | %s", step["index"], step["kind"], code, outcome)
+
+    def on_kill(self) -> None:
+        if self._agent is not None:
+            self._agent.cancel()
+
+
+def _first_line(text: str, limit: int = 160) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def _failure_reason(run: AgentRun, max_steps: int) -> str:
+    reason = f"agent stopped with status {run.status.value} after {run.steps} steps (max_steps={max_steps})"
+    if run.error:
+        reason += f": {_first_line(run.error)}"
+    errors = [s["error"] for s in run.trace["steps"] if s["error"]]
+    if errors:
+        reason += f"; last step error: {errors[-1]['type']}: {_first_line(errors[-1]['message'])}"
+    return reason
+
+
+def _json_answer(answer: Any) -> Any:
+    try:
+        json.dumps(answer, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise AirflowException(
+            f"the agent's final answer is a {type(answer).__name__}, which cannot be stored in XCom as "
+            f"JSON ({exc}). Ask for plain data in the prompt, e.g. 'return a dict of numbers' or "
+            "'convert dates to ISO strings before final_answer'."
+        ) from None
+    return answer
+
+
+def _native_env(task: BaseOperator, jinja_env: jinja2.Environment) -> jinja2.Environment:
+    from jinja2.nativetypes import NativeEnvironment
+
+    if isinstance(jinja_env, NativeEnvironment):
+        return jinja_env
+    from airflow.sdk.definitions._internal.templater import create_template_env
+
+    dag = task.get_dag() if hasattr(task, "get_dag") else getattr(task, "dag", None)
+    if dag is None:
+        return create_template_env(native=True)
+    searchpath = [dag.folder, *(dag.template_searchpath or [])] if dag.folder else None
+    return create_template_env(
+        native=True,
+        searchpath=searchpath,
+        template_undefined=dag.template_undefined,
+        jinja_environment_kwargs=dag.jinja_environment_kwargs,
+        user_defined_macros=dag.user_defined_macros,
+        user_defined_filters=dag.user_defined_filters,
+    )
