@@ -67,6 +67,9 @@ class LiteLLMHook(BaseHook):
             kwargs["api_base"] = conn.host
         if conn.password:
             kwargs["api_key"] = conn.password
+        elif conn.host:
+            # A local OpenAI-compatible server needs no key, but the client refuses to send none.
+            kwargs.setdefault("api_key", "not-needed")
         return chosen, kwargs
 
     def get_model(self, model: str | None = None, *, retry: RetryPolicy | None = None) -> LiteLLMModel:

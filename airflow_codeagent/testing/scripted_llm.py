@@ -90,6 +90,12 @@ class ScriptedLLMServer:
         with self._lock:
             return len(self._script)
 
+    def reset(self, script: Iterable[ScriptEntry] = ()) -> None:
+        """Replace the script and forget recorded requests (one server across many tests)."""
+        with self._lock:
+            self._script = deque(script)
+            self.requests.clear()
+
     def extend(self, entries: Iterable[ScriptEntry]) -> None:
         with self._lock:
             self._script.extend(entries)

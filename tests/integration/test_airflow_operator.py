@@ -1,0 +1,193 @@
+"""CodeAgentOperator in a real Airflow: SQLite metadata DB, dag.test(), XComs read back from the DB."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jsonschema
+import pendulum
+import pytest
+
+from airflow_codeagent.agent.trace import load_schema
+from airflow_codeagent.testing.scripted_llm import HTTPError, Reply
+
+pytestmark = pytest.mark.integration
+
+LOGICAL_DATE = pendulum.datetime(2024, 3, 1, tz="UTC")
+PASSWORD = "sk-conn-password-4242"
+
+
+def code(body: str) -> str:
+    return f"Thought: next.\n```python\n{body}\n```"
+
+
+@pytest.fixture(scope="module")
+def model_server():
+    from airflow_codeagent.testing.scripted_llm import ScriptedLLMServer
+
+    server = ScriptedLLMServer().start()
+    os.environ["AIRFLOW_CONN_LITELLM_DEFAULT"] = json.dumps({
+        "conn_type": "litellm", "host": server.api_base, "password": PASSWORD,
+        "extra": {"model": "openai/scripted-model", "temperature": 0},
+    })
+    yield server
+    server.stop()
+    del os.environ["AIRFLOW_CONN_LITELLM_DEFAULT"]
+
+
+@pytest.fixture
+def llm(model_server):
+    model_server.reset()
+    return model_server
+
+
+def run_dag(dag_id: str, dag_bag):
+    dag = dag_bag.get_dag(dag_id)
+    assert dag is not None, dag_bag.import_errors
+    return dag.test(logical_date=LOGICAL_DATE)
+
+
+def task_states(dag_run) -> dict[tuple[str, int], str]:
+    return {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
+
+
+def test_pipeline_answer_trace_templating_and_native_inputs(llm, test_dags, xcoms):
+    llm.reset([
+        code("names = {o['customer_id']: lookup_customer(o['customer_id'])['name'] for o in orders}\n"
+             "print(isinstance(orders, list), isinstance(limit, int), day)"),
+        code("final_answer({names[o['customer_id']]: o['total'] for o in orders})"),
+    ])
+    dag_run = run_dag("test_agent_pipeline", test_dags)
+
+    assert task_states(dag_run) == {("extract_orders", -1): "success", ("agent", -1): "success",
+                                    ("load", -1): "success"}
+    values = xcoms("test_agent_pipeline", dag_run.run_id)
+    assert values[("agent", "return_value", -1)] == {"acme": 10.5, "globex": 4.5}
+    assert values[("load", "return_value", -1)] == "loaded 2 customers"
+    trace = values[("agent", "codeagent_trace", -1)]
+    jsonschema.validate(trace, load_schema())
+    assert trace["status"] == "final_answer" and trace["task"] == "Summarise the orders of 2024-03-01 by customer name"
+    assert trace["steps"][0]["stdout"] == "True True 2024-03-01\n"  # upstream XCom arrived as a list
+    assert trace["inputs"]["orders"].startswith("list of 2 dicts with keys ['order_id', 'customer_id', 'total']")
+    first_request = llm.requests[0]
+    assert first_request.body["model"] == "scripted-model" and first_request.body["temperature"] == 0
+    assert first_request.headers["authorization"] == f"Bearer {PASSWORD}"
+    assert "Task: Summarise the orders of 2024-03-01 by customer name" in first_request.messages[1]["content"]
+
+
+@pytest.mark.parametrize("policy", ["fail", "succeed_with_partial"])
+def test_on_max_steps(llm, test_dags, xcoms, policy, capfd):
+    llm.reset([code("n = 1"), code("n = n + 1"), code("final_answer(n)")])
+    dag_run = run_dag(f"test_agent_max_steps_{policy}", test_dags)
+
+    values = xcoms(dag_run.dag_id, dag_run.run_id)
+    trace = values[("agent", "codeagent_trace", -1)]
+    assert trace["status"] == "max_steps" and trace["answer"] == 2
+    assert [s["kind"] for s in trace["steps"]] == ["action", "action", "final_answer_fallback"]
+    output = capfd.readouterr().out
+    assert "status=max_steps steps=3/2" in output
+    if policy == "fail":
+        assert task_states(dag_run)[("agent", -1)] == "failed"
+        assert ("agent", "return_value", -1) not in values
+        assert "agent stopped with status max_steps after 3 steps (max_steps=2): no final answer after 2 steps" in output
+    else:
+        assert task_states(dag_run)[("agent", -1)] == "success"
+        assert values[("agent", "return_value", -1)] == 2
+
+
+def test_model_failure_at_step_three_keeps_steps_one_and_two(llm, test_dags, xcoms):
+    llm.reset([code("a = 1"), code("b = 2"), HTTPError(401, "key revoked")])
+    dag_run = run_dag("test_agent_pipeline", test_dags)
+
+    assert task_states(dag_run)[("agent", -1)] == "failed"
+    trace = xcoms(dag_run.dag_id, dag_run.run_id)[("agent", "codeagent_trace", -1)]
+    assert trace["status"] == "error"
+    assert [s["code"] for s in trace["steps"][:2]] == ["a = 1", "b = 2"]
+    assert trace["steps"][2]["error"]["type"] == "ModelCallError"
+
+
+def test_mapped_prompts_each_have_their_own_trace(llm, test_dags, xcoms):
+    llm.reset([code("final_answer('first')"), code("final_answer('second')")])
+    dag_run = run_dag("test_agent_mapped", test_dags)
+
+    assert task_states(dag_run) == {("agent", 0): "success", ("agent", 1): "success"}
+    values = xcoms(dag_run.dag_id, dag_run.run_id)
+    tasks = {values[("agent", "codeagent_trace", i)]["task"] for i in (0, 1)}
+    assert tasks == {"Double 0", "Double 1 again"}
+    answers = {values[("agent", "return_value", i)] for i in (0, 1)}
+    assert answers == {"first", "second"}
+
+
+def test_task_decorator_returns_prompt_and_arguments_become_variables(llm, test_dags, xcoms):
+    llm.reset([code("final_answer({label: sum(values)})")])
+    dag_run = run_dag("test_agent_decorated", test_dags)
+
+    values = xcoms(dag_run.dag_id, dag_run.run_id)
+    assert values[("total", "return_value", -1)] == {"sum": 12}
+    trace = values[("total", "codeagent_trace", -1)]
+    assert trace["task"] == "Add up the 3 values and call the result sum"
+    assert set(trace["inputs"]) == {"values", "label"}
+
+
+def test_connection_password_is_redacted_from_the_trace(llm, test_dags, xcoms):
+    llm.reset([code("secret = read_connection_password()\nprint(secret)"), code("final_answer(secret)")])
+    dag_run = run_dag("test_agent_secret_tool", test_dags)
+
+    trace = xcoms(dag_run.dag_id, dag_run.run_id)[("agent", "codeagent_trace", -1)]
+    text = json.dumps(trace)
+    assert PASSWORD not in text
+    assert trace["steps"][0]["stdout"] == "the password is ***\n"
+    assert trace["totals"]["input_tokens"] == 200  # numbers are not mistaken for secrets
+
+
+def test_execution_timeout_stops_model_code_and_keeps_the_trace(llm, test_dags, xcoms):
+    llm.reset([code("x = 0\nwhile True:\n    try:\n        x += 1\n    except BaseException:\n        pass")])
+    dag_run = run_dag("test_agent_execution_timeout", test_dags)
+
+    assert task_states(dag_run)[("agent", -1)] == "failed"
+    trace = xcoms(dag_run.dag_id, dag_run.run_id)[("agent", "codeagent_trace", -1)]
+    assert trace["status"] == "error"
+    assert trace["error"].startswith("run interrupted by AirflowTaskTimeout")
+    assert len(llm.requests) == 1
+
+
+def test_non_json_answer_fails_with_a_fix(llm, test_dags, capfd):
+    llm.reset([code("final_answer({1, 2})")])
+    dag_run = run_dag("test_agent_non_json_answer", test_dags)
+
+    assert task_states(dag_run)[("agent", -1)] == "failed"
+    assert "the agent's final answer is a set, which cannot be stored in XCom as JSON" in capfd.readouterr().out
+
+
+def test_killed_task_still_shows_the_steps_it_finished(llm, xcoms, tmp_path):
+    """`airflow dags test` in a subprocess, SIGKILLed while the model 'thinks' about step 3."""
+    llm.reset([code("a = 1\nprint('one')"), code("b = 2\nprint('two')"), Reply(code("final_answer(3)"), delay_s=60)])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "airflow", "dags", "test", "test_agent_pipeline", "2024-03-02"],
+        stdout=(tmp_path / "out.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(llm.requests) < 3:
+            assert process.poll() is None, (tmp_path / "out.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the agent never reached step 3"
+            time.sleep(0.1)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        run = session.query(DagRun).filter(DagRun.dag_id == "test_agent_pipeline",
+                                           DagRun.logical_date == pendulum.datetime(2024, 3, 2, tz="UTC")).one()
+        run_id = run.run_id
+    trace = xcoms("test_agent_pipeline", run_id)[("agent", "codeagent_trace", -1)]
+    assert trace["status"] == "running"
+    assert [s["stdout"] for s in trace["steps"]] == ["one\n", "two\n"]
