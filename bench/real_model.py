@@ -440,10 +440,12 @@ class TaskResult:
 
 
 def run_task(task: BenchTask, *, model: str, api_base: str, max_steps: int,
-             max_tokens: int | None) -> TaskResult:
+             max_tokens: int | None, stop: Sequence[str] = ()) -> TaskResult:
     model_kwargs: dict[str, Any] = {"api_base": api_base, "api_key": "local", "temperature": 0}
     if max_tokens:
         model_kwargs["max_tokens"] = max_tokens
+    if stop:
+        model_kwargs["stop"] = list(stop)
     agent = CodeAgent(model=model, model_kwargs=model_kwargs, tools=list(task.tools),
                       max_steps=max_steps, authorized_imports=AUTHORIZED_IMPORTS)
     started = time.perf_counter()
@@ -523,6 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-tokens", type=int, default=1024,
                         help="output cap per model call, so a looping reply cannot run to n_ctx "
                              "(0 = no cap; default: %(default)s)")
+    parser.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                        help="stop sequence sent with every call, e.g. 'Observation:' to cut off "
+                             "observations the model invents (repeatable; default: none)")
     parser.add_argument("--tasks", nargs="+", metavar="NAME",
                         help=f"run only these tasks (of: {', '.join(t.name for t in all_tasks())})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSONL output (default: %(default)s)")
@@ -545,11 +550,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[TaskResult] = []
     try:
         with _server_if_asked(args) as api_base, args.out.open("w", encoding="utf-8") as out:
-            print(f"model {args.model} at {api_base}; {len(tasks)} task(s); max_steps={args.max_steps}",
-                  flush=True)
+            print(f"model {args.model} at {api_base}; {len(tasks)} task(s); max_steps={args.max_steps}; "
+                  f"max_tokens={args.max_tokens or None}; stop={args.stop or None}", flush=True)
             for task in tasks:
                 result = run_task(task, model=args.model, api_base=api_base,
-                                  max_steps=args.max_steps, max_tokens=args.max_tokens or None)
+                                  max_steps=args.max_steps, max_tokens=args.max_tokens or None,
+                                  stop=args.stop)
                 results.append(result)
                 out.write(json.dumps(result.to_row(not args.no_trace), default=repr) + "\n")
                 out.flush()

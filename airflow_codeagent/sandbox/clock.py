@@ -39,10 +39,11 @@ class StepInterrupted(BaseException):
 class StepClock:
     """Deadline and cancellation flag shared by the executor and the ticks."""
 
-    __slots__ = ("_cancelled", "_deadline", "_limit_s", "_reason", "host_exceptions")
+    __slots__ = ("_cancelled", "_deadline", "_limit_s", "_reason", "fired", "host_exceptions")
 
     def __init__(self, host_exceptions: tuple[type[BaseException], ...] = ()) -> None:
         self.host_exceptions = host_exceptions
+        self.fired = ""  # the reason of the last interrupt this step, "" if none
         self._deadline = float("inf")
         self._limit_s: float | None = None
         self._reason = ""
@@ -53,6 +54,7 @@ class StepClock:
         self._limit_s = limit_s
         self._reason = reason
         self._deadline = float("inf") if limit_s is None else time.monotonic() + limit_s
+        self.fired = ""
 
     def stop(self) -> None:
         self._deadline = float("inf")
@@ -67,8 +69,10 @@ class StepClock:
 
     def tick(self) -> None:
         if time.monotonic() > self._deadline:
+            self.fired = self._reason
             raise StepInterrupted(self._reason)
         if self._cancelled.is_set():
+            self.fired = "run cancelled"
             raise StepInterrupted("run cancelled")
 
     def except_tick(self) -> None:

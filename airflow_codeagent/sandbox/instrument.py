@@ -46,6 +46,15 @@ class _Instrumenter(ast.NodeTransformer):
         node.body.insert(0, ast.Expr(_tick_call(EXCEPT_TICK_NAME)))
         return node
 
+    def visit_Try(self, node: ast.Try) -> ast.AST:
+        # ``finally: return`` would swallow an interrupt; the tick raises it again.
+        self.generic_visit(node)
+        if node.finalbody:
+            node.finalbody.insert(0, ast.Expr(_tick_call()))
+        return node
+
+    visit_TryStar = visit_Try
+
     def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
         self.generic_visit(node)
         node.body = ast.BoolOp(op=ast.Or(), values=[_tick_call(), node.body])

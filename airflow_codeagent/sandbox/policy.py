@@ -11,6 +11,7 @@ private attributes, and imports are limited to the authorized list.
 from __future__ import annotations
 
 import builtins
+import collections
 import importlib
 import operator
 import random
@@ -19,6 +20,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from airflow_codeagent.sandbox.allowlist import GENERIC_DENYLIST, MODULE_ALLOWLIST
 from RestrictedPython.Guards import (
     full_write_guard,
     guarded_iter_unpack_sequence,
@@ -56,14 +58,7 @@ _EXTRA_BUILTINS = (
     "FileNotFoundError", "PermissionError", "ConnectionError",
 )
 
-# Attributes that lead out of the sandbox even though they look harmless.
-# Module-valued attributes are refused generally (see ModuleProxy); these are
-# the non-module ones.
-_DENIED_MODULE_ATTRIBUTES: Mapping[str, frozenset[str]] = {
-    "string": frozenset({"Formatter"}),
-    "json": frozenset({"load", "dump"}),  # file objects; loads/dumps stay
-    "time": frozenset({"sleep"}),  # blocks the worker with no tick
-}
+_MISSING = object()
 
 _INPLACE_OPERATORS: Mapping[str, Callable[[Any, Any], Any]] = {
     "+=": operator.iadd,
@@ -99,25 +94,40 @@ class ModuleProxy:
         self.__submodules = dict(submodules or {})
 
     def __getattr__(self, name: str) -> Any:
+        # The lookup never raises inside this frame's ``except``: an AttributeError
+        # from the real module would carry it in ``.obj`` to model code.
+        refusal = self.__refusal(name)
+        if refusal is None:
+            if name in self.__submodules:
+                return self.__submodules[name]
+            if name in self.__overrides:
+                return self.__overrides[name]
+            value = getattr(self.__module, name, _MISSING)
+            if value is _MISSING:
+                refusal = f"module '{self.__name}' has no attribute '{name}'"
+            elif isinstance(value, types.ModuleType):
+                refusal = f"'{self.__name}.{name}' is a module; import it directly if it is authorized"
+            else:
+                return value
+        raise AttributeError(refusal)
+
+    def __refusal(self, name: str) -> str | None:
         if name.startswith("_"):
-            raise AttributeError(f"module '{self.__name}' has no public attribute '{name}'")
-        if name in self.__submodules:
-            return self.__submodules[name]
-        if name in self.__overrides:
-            return self.__overrides[name]
-        if name in _DENIED_MODULE_ATTRIBUTES.get(self.__name, ()):
-            raise AttributeError(f"'{self.__name}.{name}' is not available in the sandbox")
-        value = getattr(self.__module, name)
-        if isinstance(value, types.ModuleType):
-            raise AttributeError(
-                f"'{self.__name}.{name}' is a module; import it directly if it is authorized"
-            )
-        return value
+            return f"module '{self.__name}' has no public attribute '{name}'"
+        if name in self.__submodules or name in self.__overrides:
+            return None
+        allowed = MODULE_ALLOWLIST.get(self.__name)
+        if allowed is not None and name not in allowed:
+            return f"'{self.__name}.{name}' is not available in the sandbox"
+        if name in GENERIC_DENYLIST.get(self.__name, ()):
+            return f"'{self.__name}.{name}' is not available in the sandbox"
+        return None
 
     def __dir__(self) -> list[str]:
         names = {n for n in dir(self.__module) if not n.startswith("_")}
         names |= set(self.__overrides) | set(self.__submodules)
-        return sorted(n for n in names if n not in _DENIED_MODULE_ATTRIBUTES.get(self.__name, ()))
+        return sorted(n for n in names if self.__refusal(n) is None
+                      and not isinstance(getattr(self.__module, n, None), types.ModuleType))
 
     def __repr__(self) -> str:
         return f"<module '{self.__name}' (sandboxed)>"
@@ -126,11 +136,8 @@ class ModuleProxy:
 def _random_proxy(module: types.ModuleType) -> ModuleProxy:
     """``random`` bound to a private generator, so model code cannot reseed the host's."""
     private = random.Random()
-    overrides = {
-        name: getattr(private, name)
-        for name in dir(private)
-        if not name.startswith("_") and callable(getattr(private, name))
-    }
+    overrides = {name: getattr(private, name) for name in MODULE_ALLOWLIST["random"]
+                 if name != "Random" and hasattr(private, name)}
     return ModuleProxy(module, overrides=overrides)
 
 
@@ -212,6 +219,10 @@ def guarded_getattr(obj: Any, name: str, *default: Any) -> Any:
     """
     if len(default) > 1:
         raise TypeError(f"getattr expected at most 3 arguments, got {2 + len(default)}")
+    if name == "obj" and isinstance(obj, AttributeError):
+        raise AttributeError("AttributeError.obj is not available in the sandbox")
+    if name in ("format", "format_map") and isinstance(obj, collections.UserString):
+        raise NotImplementedError("format() on UserString is not safe")
     if default:
         return safer_getattr(obj, name, default[0])
     return safer_getattr_raise(obj, name)
@@ -236,11 +247,16 @@ def guarded_apply(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return func(*args, **kwargs)
 
 
-def _guarded_type(*args: Any) -> type:
-    """``type(x)`` only; the three-argument form would build classes around the guards."""
+def _guarded_type(*args: Any) -> Any:
+    """``type(x)`` only; the three-argument form would build classes around the guards.
+
+    ``type(SomeClass)`` is the real ``type`` (or a metaclass), which would
+    bring the three-argument form back, so a class's type is this function.
+    """
     if len(args) != 1:
         raise TypeError("only type(obj) is available in the sandbox; define classes with 'class'")
-    return builtins.type(args[0])
+    result = builtins.type(args[0])
+    return _guarded_type if issubclass(result, type) else result
 
 
 def build_builtins(import_policy: ImportPolicy) -> dict[str, Any]:

@@ -228,15 +228,19 @@ def _object_hook(obj: dict[str, Any]) -> Any:
     return _decode_tagged(obj[TAG], obj["v"])
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)  # ensure_ascii: one line, ASCII
+_DECODER = json.JSONDecoder(object_hook=_object_hook)
+
+
 def dumps(message: dict[str, Any]) -> bytes:
     """One message as one line; values inside must already be ``encode``-d."""
-    return json.dumps(message, separators=(",", ":"), check_circular=False).encode("ascii") + b"\n"
+    return _ENCODER.encode(message).encode("ascii") + b"\n"
 
 
 def loads(line: bytes) -> dict[str, Any]:
     """Parse one line; tagged values come back as their Python types."""
     try:
-        message = json.loads(line, object_hook=_object_hook)
+        message = _DECODER.decode(line.decode("ascii"))
     except ProtocolError:
         raise
     except Exception as exc:  # noqa: BLE001 - anything malformed from the other side
@@ -272,31 +276,45 @@ def describe_exception(exc: BaseException) -> dict[str, Any]:
     }
 
 
-_MESSAGE_CLASSES: dict[tuple[type, str], type] = {}
+_STAND_INS: dict[tuple[type, str], type] = {}
+_FIXED = "_codeagent_message"
 
 
-def _with_fixed_message(base: type[BaseException], name: str, message: str) -> BaseException:
-    """An instance of a subclass of ``base`` named ``name`` whose ``str()`` is ``message``."""
+def _stand_in_class(base: type[BaseException], name: str, module: str) -> type:
+    """A subclass of ``base`` named ``name`` whose instances may carry a fixed ``str()``.
+
+    An instance built by ``_with_message`` prints exactly the host's message;
+    one built the normal way (``cls(text)``) behaves like ``base``, so code
+    that rebuilds the exception from its type gets what the builtin would give.
+    """
     key = (base, name)
-    cls = _MESSAGE_CLASSES.get(key)
+    cls = _STAND_INS.get(key)
     if cls is None:
-        def __init__(self: BaseException, text: str) -> None:
-            BaseException.__init__(self, text)
-
         def __str__(self: BaseException) -> str:
-            return self.args[0] if self.args else ""
+            fixed = self.__dict__.get(_FIXED)
+            return fixed if fixed is not None else base.__str__(self)
 
-        cls = type(name, (base,), {"__init__": __init__, "__str__": __str__, "__module__": "tools"})
-        _MESSAGE_CLASSES[key] = cls
-    return cls(message)
+        cls = type(name, (base,), {"__str__": __str__, "__module__": module})
+        _STAND_INS[key] = cls
+    return cls
+
+
+def _with_message(cls: type, base: type[BaseException], message: str) -> BaseException:
+    exc = base.__new__(cls)
+    BaseException.__init__(exc, message)
+    exc.__dict__[_FIXED] = message
+    return exc
 
 
 def rebuild_exception(description: Any) -> BaseException:
-    """The exception model code sees for a failed tool call: same type name, same message.
+    """The exception a tool stub raises in the child: the host's type name and message.
 
-    A builtin type is rebuilt as that type (so ``except KeyError`` works);
-    any other type as a stand-in class of the same name deriving from
-    ``Exception`` (or ``BaseException``, as the original did).
+    A builtin type is rebuilt as that type from the original arguments when
+    they crossed (so ``except KeyError`` works and the in-process executor's
+    own handling of tool errors applies unchanged), else as a same-named
+    builtin subclass printing the original message; any other type as a
+    stand-in class of the same name deriving from ``Exception`` (or
+    ``BaseException``, as the original did).
     """
     if not isinstance(description, dict):
         raise ProtocolError("malformed tool error")
@@ -313,10 +331,10 @@ def rebuild_exception(description: Any) -> BaseException:
             except Exception:  # noqa: BLE001 - fall back to the message below
                 pass
         try:
-            return _with_fixed_message(cls, name, message)
+            return _with_message(_stand_in_class(cls, name, "builtins"), cls, message)
         except Exception:  # noqa: BLE001 - a builtin that refuses subclassing
             pass
     base = Exception if description.get("exception", True) else BaseException
     if not name.isidentifier():
         name = "ToolError"
-    return _with_fixed_message(base, name, message)
+    return _with_message(_stand_in_class(base, name, "tools"), base, message)

@@ -3,11 +3,17 @@
 Fastest executor, for code you would run anyway: it shares the worker's
 process, so it cannot stop a single runaway C call or cap memory. Untrusted
 work belongs in the isolated executor.
+
+Everything that may run model code (a ``repr`` of a model object, ``str``
+of an exception carrying one) runs while the step clock is armed and is
+caught whole: model code can reach the host's ``repr`` through inherited
+methods such as ``Counter.most_common``.
 """
 
 from __future__ import annotations
 
 import copy
+import decimal
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -18,11 +24,13 @@ from airflow_codeagent.sandbox.instrument import (
     EXCEPT_TICK_NAME,
     RESULT_NAME,
     TICK_NAME,
+    CompiledCode,
     RestrictedSyntaxError,
     compile_model_code,
 )
 from airflow_codeagent.sandbox.observation import ExecutionError, Observation, ToolCall
 from airflow_codeagent.sandbox.output import OutputBuffer, SandboxPrinter
+from airflow_codeagent.sandbox.plain_data import to_plain_data
 from airflow_codeagent.sandbox.policy import (
     DEFAULT_AUTHORIZED_IMPORTS,
     ImportPolicy,
@@ -39,13 +47,16 @@ class _FinalAnswerGiven(BaseException):
     """Unwinds model code after ``final_answer``; never visible to model code by name."""
 
 
+class ToolError(Exception):
+    """A tool failed with an exception type model code cannot be handed."""
+
+
 class _StepState:
     """What one step collects while model code runs."""
 
     def __init__(self, output_limit_chars: int) -> None:
         self.output = OutputBuffer(output_limit_chars)
-        self.value: Any = None
-        self.has_value = False
+        self.value_repr: str | None = None
         self.final_answer_called = False
         self.final_answer: Any = None
         self.tool_calls: list[ToolCall] = []
@@ -78,8 +89,9 @@ class RestrictedExecutor:
         self.step_timeout_s = step_timeout_s
         self.output_limit_chars = output_limit_chars
         self._reraise = reraise
-        self._state: _StepState | None = None
         self._namespace: dict[str, Any] = {}
+        # Model code gets its own decimal context: setcontext/traps changes stay here.
+        self._decimal_context = decimal.Context()
         for name, value in (variables or {}).items():
             if not name.isidentifier() or name.startswith("_"):
                 raise ValueError(f"input name {name!r} is not a valid variable name; rename it")
@@ -107,38 +119,24 @@ class RestrictedExecutor:
         self._runs += 1
         started = time.perf_counter()
         state = _StepState(self.output_limit_chars)
-        filename = f"<step {self._runs}>"
         try:
-            compiled = compile_model_code(code, filename)
+            compiled = compile_model_code(code, f"<step {self._runs}>")
         except RestrictedSyntaxError as exc:
-            return Observation(
-                stdout="", value_repr=None, duration_s=time.perf_counter() - started,
-                error=ExecutionError("SyntaxError", str(exc), ""),
-            )
+            return Observation(stdout="", value_repr=None, duration_s=time.perf_counter() - started,
+                               error=ExecutionError("SyntaxError", str(exc), ""))
         limit = _min_limit(self.step_timeout_s, time_limit_s)
         self._install_hooks(state)
-        error: ExecutionError | None = None
-        self._state = state
         self.clock.start(limit, f"step stopped: exceeded the {limit:g} s time limit" if limit else "")
         try:
-            exec(compiled.code, self._namespace)  # noqa: S102 - restricted and instrumented above
-        except _FinalAnswerGiven:
-            pass
-        except self._reraise:
-            raise
-        except StepInterrupted as exc:
-            error = ExecutionError("StepInterrupted", exc.reason, _model_traceback(exc, compiled))
-        except BaseException as exc:  # noqa: BLE001 - SystemExit and friends must not end the worker
-            if state.final_answer_called:
-                pass  # final_answer was caught by model code and something else raised later
-            else:
-                error = ExecutionError(type(exc).__name__, _message(exc), _model_traceback(exc, compiled))
+            error = self._execute(compiled, state)
         finally:
             self.clock.stop()
-            self._state = None
+        if error is None and state.final_answer_called is False and self.clock.fired:
+            # Model code swallowed the interrupt (``finally: return``): the step still did not finish.
+            error = ExecutionError("StepInterrupted", self.clock.fired, "")
         return Observation(
             stdout=state.output.getvalue(),
-            value_repr=_safe_repr(state.value) if state.has_value and state.value is not None else None,
+            value_repr=state.value_repr,
             error=None if state.final_answer_called else error,
             duration_s=time.perf_counter() - started,
             final_answer_called=state.final_answer_called,
@@ -146,16 +144,122 @@ class RestrictedExecutor:
             tool_calls=tuple(state.tool_calls),
         )
 
+    def _execute(self, compiled: CompiledCode, state: _StepState) -> ExecutionError | None:
+        """Run the code with the clock armed; describe any exception while it still is."""
+        try:
+            with decimal.localcontext(self._decimal_context) as context:
+                try:
+                    exec(compiled.code, self._namespace)  # noqa: S102 - restricted and instrumented
+                finally:
+                    self._decimal_context = context
+        except _FinalAnswerGiven:
+            return None
+        except self._reraise:
+            raise
+        except StepInterrupted as exc:
+            return ExecutionError("StepInterrupted", exc.reason, _model_traceback(exc, compiled))
+        except BaseException as exc:  # noqa: BLE001 - SystemExit and friends must not end the worker
+            if state.final_answer_called:
+                return None  # final_answer was caught by model code and something else raised later
+            return self._describe(exc, compiled)
+        return None
+
+    def _describe(self, exc: BaseException, compiled: CompiledCode) -> ExecutionError:
+        """``str(exc)`` may run model code (an argument's repr), so it is guarded too."""
+        traceback_text = _model_traceback(exc, compiled)
+        try:
+            return ExecutionError(type(exc).__name__, str(exc), traceback_text)
+        except self._reraise:
+            raise
+        except StepInterrupted as interrupt:
+            return ExecutionError("StepInterrupted", interrupt.reason, traceback_text)
+        except BaseException:  # noqa: BLE001
+            return ExecutionError(type(exc).__name__, f"<unprintable {type(exc).__name__}>", traceback_text)
+
+    def _safe_repr(self, value: Any, limit: int = 10_000) -> str:
+        try:
+            text = repr(value)
+        except self._reraise:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - repr() of a model object runs model code
+            text = f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
+        return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more characters]"
+
     def _install_hooks(self, state: _StepState) -> None:
         ns = self._namespace
         ns.update(restricted_globals(self._imports, self._classes))
         ns["_print_"] = lambda _getattr_=None: SandboxPrinter(state.output)
         ns[TICK_NAME] = self.clock.tick
         ns[EXCEPT_TICK_NAME] = self.clock.except_tick
-        ns[RESULT_NAME] = lambda value: _record_value(state, value)
-        ns[FINAL_ANSWER_NAME] = _final_answer_function(state)
+        ns[RESULT_NAME] = lambda value: self._record_value(state, value)
+        ns[FINAL_ANSWER_NAME] = self._final_answer_function(state)
         for name, func in self._tools.items():
-            ns[name] = _tool_function(name, func, state)
+            ns[name] = self._tool_function(name, func, state)
+
+    def _record_value(self, state: _StepState, value: Any) -> None:
+        """Runs inside model code, under the clock: the repr may execute model code."""
+        if value is not None:
+            state.value_repr = self._safe_repr(value)
+
+    def _final_answer_function(self, state: _StepState) -> Callable[[Any], None]:
+        def final_answer(answer: Any) -> None:
+            """End the run with ``answer``."""
+            plain = to_plain_data(answer)  # raises into model code, which can fix its answer
+            state.final_answer_called = True
+            state.final_answer = plain
+            raise _FinalAnswerGiven()
+
+        return final_answer
+
+    def _tool_function(self, name: str, func: Callable[..., Any], state: _StepState) -> Callable[..., Any]:
+        """A plain function around a tool: model code gets no handle on the tool object,
+        on its exceptions (``AttributeError.obj``, arguments) or on the objects it returns."""
+
+        def call_tool(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            arguments = _describe_arguments(args, kwargs, self._safe_repr)
+            failure: BaseException | None = None
+            try:
+                result = copy.deepcopy(func(*args, **kwargs))
+            except self._reraise:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported to model code, rebuilt below
+                failure = _model_safe_exception(exc)
+            duration = time.perf_counter() - started
+            if failure is not None:
+                state.tool_calls.append(ToolCall(name, arguments, duration, None,
+                                                 f"{type(failure).__name__}: {failure}"))
+                raise failure  # outside the except block: no __context__ to the original
+            state.tool_calls.append(ToolCall(name, arguments, duration, len(self._safe_repr(result)), None))
+            return result
+
+        call_tool.__name__ = name
+        call_tool.__qualname__ = name
+        return call_tool
+
+
+_REBUILDABLE = (ArithmeticError, AssertionError, AttributeError, ImportError, LookupError,
+                NameError, NotImplementedError, OSError, RuntimeError, TypeError, ValueError)
+
+
+def _model_safe_exception(exc: Exception) -> Exception:
+    """The same kind of error with only its message: no host object rides along."""
+    message = _plain_message(exc)
+    kind = type(exc)
+    if kind.__module__ == "builtins" and issubclass(kind, _REBUILDABLE):
+        scalar_args = all(type(a) in (str, int, float, bool, type(None)) for a in exc.args)
+        try:
+            return kind(*exc.args) if scalar_args else kind(message)
+        except Exception:  # noqa: BLE001 - constructors with required arguments (UnicodeError)
+            pass
+    return ToolError(f"{kind.__name__}: {message}")
+
+
+def _plain_message(exc: Exception) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001
+        return f"<unprintable {type(exc).__name__}>"
 
 
 def _min_limit(a: float | None, b: float | None) -> float | None:
@@ -163,64 +267,14 @@ def _min_limit(a: float | None, b: float | None) -> float | None:
     return min(limits) if limits else None
 
 
-def _record_value(state: _StepState, value: Any) -> None:
-    state.value = value
-    state.has_value = True
-
-
-def _final_answer_function(state: _StepState) -> Callable[[Any], None]:
-    def final_answer(answer: Any) -> None:
-        """End the run with ``answer``."""
-        state.final_answer_called = True
-        state.final_answer = answer
-        raise _FinalAnswerGiven()
-
-    return final_answer
-
-
-def _tool_function(name: str, func: Callable[..., Any], state: _StepState) -> Callable[..., Any]:
-    """A plain function around a tool: model code gets no handle on the tool object."""
-
-    def call_tool(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        arguments = _describe_arguments(args, kwargs)
-        try:
-            result = func(*args, **kwargs)
-        except Exception as exc:
-            state.tool_calls.append(ToolCall(name, arguments, time.perf_counter() - started,
-                                             None, f"{type(exc).__name__}: {exc}"))
-            raise
-        state.tool_calls.append(ToolCall(name, arguments, time.perf_counter() - started,
-                                         len(_safe_repr(result)), None))
-        return result
-
-    call_tool.__name__ = name
-    call_tool.__qualname__ = name
-    return call_tool
-
-
-def _describe_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    parts = [_safe_repr(a, _MAX_ARGUMENT_REPR) for a in args]
-    parts += [f"{k}={_safe_repr(v, _MAX_ARGUMENT_REPR)}" for k, v in kwargs.items()]
+def _describe_arguments(args: tuple[Any, ...], kwargs: dict[str, Any],
+                        safe_repr: Callable[[Any, int], str]) -> str:
+    parts = [safe_repr(a, _MAX_ARGUMENT_REPR) for a in args]
+    parts += [f"{k}={safe_repr(v, _MAX_ARGUMENT_REPR)}" for k, v in kwargs.items()]
     return ", ".join(parts)
 
 
-def _safe_repr(value: Any, limit: int = 10_000) -> str:
-    try:
-        text = repr(value)
-    except Exception as exc:  # noqa: BLE001 - a model-defined __repr__ may raise anything
-        text = f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
-    return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more characters]"
-
-
-def _message(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:  # noqa: BLE001
-        return f"<unprintable {type(exc).__name__}>"
-
-
-def _model_traceback(exc: BaseException, compiled: Any) -> str:
+def _model_traceback(exc: BaseException, compiled: CompiledCode) -> str:
     """Frames from the model's own code only, with the model's source line."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == compiled.filename]
     lines = []

@@ -156,12 +156,17 @@ def test_execution_timeout_stops_model_code_and_keeps_the_trace(llm, test_dags, 
     assert len(llm.requests) == 1
 
 
-def test_non_json_answer_fails_with_a_fix(llm, test_dags, capfd):
-    llm.reset([code("final_answer({1, 2})")])
+def test_non_json_answer_is_sent_back_to_the_model_to_fix(llm, test_dags, xcoms):
+    llm.reset([code("final_answer({1, 2})"), code("final_answer(sorted([1, 2]))")])
     dag_run = run_dag("test_agent_non_json_answer", test_dags)
 
-    assert task_states(dag_run)[("agent", -1)] == "failed"
-    assert "the agent's final answer is a set, which cannot be stored in XCom as JSON" in capfd.readouterr().out
+    assert task_states(dag_run)[("agent", -1)] == "success"
+    values = xcoms(dag_run.dag_id, dag_run.run_id)
+    assert values[("agent", "return_value", -1)] == [1, 2]
+    error = values[("agent", "codeagent_trace", -1)]["steps"][0]["error"]
+    assert error["type"] == "NotPlainData"
+    assert "got set; convert it first, e.g. sorted(list(x))" in error["message"]
+    assert "NotPlainData" in llm.requests[1].messages[-1]["content"]
 
 
 def test_killed_task_still_shows_the_steps_it_finished(llm, xcoms, tmp_path):

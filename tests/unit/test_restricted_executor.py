@@ -133,3 +133,22 @@ def test_host_exception_cannot_be_swallowed_by_model_except_handlers():
     with pytest.raises(WorkerTimeout):
         ex.run("while True:\n    try:\n        work()\n    except BaseException:\n        pass")
     assert len(raised) == 3
+
+
+@pytest.mark.parametrize("answer, message", [
+    ("{1, 2}", "got set; convert it first, e.g. sorted(list(x))"),
+    ("float('nan')", "JSON cannot hold"),
+    ("len", "got builtin_function_or_method"),
+])
+def test_final_answer_refuses_what_is_not_plain_data(answer, message):
+    ex = RestrictedExecutor()
+    observation = ex.run(f"final_answer({answer})")
+    assert not observation.final_answer_called
+    assert observation.error.type == "NotPlainData" and message in observation.error.message
+
+
+def test_final_answer_is_a_fresh_plain_copy():
+    ex = RestrictedExecutor(authorized_imports=["collections"])
+    observation = ex.run("import collections\nc = collections.Counter('aab')\nfinal_answer({'c': c, 't': (1, 2)})")
+    assert observation.final_answer == {"c": {"a": 2, "b": 1}, "t": [1, 2]}
+    assert type(observation.final_answer["c"]) is dict
