@@ -91,6 +91,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the invoice demo: a rate tool, five invoices, a checked answer")
     model_options(demo)
+
+    trace = sub.add_parser("trace", help="print an agent task's trace from the Airflow metadata DB")
+    trace.add_argument("dag_id")
+    trace.add_argument("task_id")
+    trace.add_argument("--run-id", help="default: the latest run that has a trace for the task")
+    trace.add_argument("--map-index", type=int, default=-1)
     return parser
 
 
@@ -124,8 +130,33 @@ def _report(run: AgentRun, args: argparse.Namespace, out: TextIO) -> None:
         out.write(f"trace written to {args.trace}\n")
 
 
+def _print_trace(trace: dict[str, Any], out: TextIO) -> None:
+    out.write(f"Task: {trace['task']}\nmodel: {trace['model']}   started: {trace['started_at']}\n")
+    StepPrinter(out)(trace)
+    totals = trace["totals"]
+    cost = "unknown" if totals["cost_usd"] is None else f"${totals['cost_usd']:.6f}"
+    duration = "-" if trace["duration_s"] is None else f"{trace['duration_s']:.1f} s"
+    out.write(f"{_RULE}\nstatus: {trace['status']}   steps: {totals['steps']}   LLM calls: "
+              f"{totals['llm_calls']}   tokens: {totals['input_tokens']} in / {totals['output_tokens']} out"
+              f"   cost: {cost}   time: {duration}\n")
+    if trace["error"]:
+        out.write(f"reason: {trace['error']}\n")
+    out.write(f"answer: {json.dumps(trace['answer'])}\n")
+
+
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     args = _build_parser().parse_args(argv)
+    if args.command == "trace":
+        from airflow_codeagent.cli.airflow_trace import read_trace
+
+        trace = read_trace(args.dag_id, args.task_id, run_id=args.run_id, map_index=args.map_index)
+        if trace is None:
+            out.write(f"no agent trace for {args.dag_id}.{args.task_id} (map index {args.map_index}"
+                      f"{', run ' + args.run_id if args.run_id else ''}): the task is not an agent "
+                      "task, has not started, or its XComs were cleared by a retry\n")
+            return 1
+        _print_trace(trace, out)
+        return 0
     printer = StepPrinter(out)
     if args.command == "demo":
         from airflow_codeagent.cli import demo

@@ -183,9 +183,14 @@ class _Child:
             if not events:
                 return None
             woken = False
-            for fd, _mask in events:
+            for fd, mask in events:
+                if mask & select.POLLNVAL:  # our end was closed: close() from another thread
+                    raise _ChildGone()
                 if fd == self.result_fd:
-                    chunk = os.read(fd, _READ_CHUNK)
+                    try:
+                        chunk = os.read(fd, _READ_CHUNK)
+                    except OSError as exc:
+                        raise _ChildGone() from exc
                     if not chunk:
                         raise _ChildGone()
                     self._buffer += chunk
@@ -452,6 +457,8 @@ class IsolatedExecutor:
         later, it is killed.
         """
         self._cancelled = True
+        if self._closed:
+            return
         try:
             os.write(self._wake_w, b"!")
         except OSError:
@@ -615,6 +622,8 @@ class IsolatedExecutor:
             deadlines = [d for d in (hard_deadline, cancel_deadline) if d is not None]
             line = child.read_line(min(deadlines) if deadlines else None)
             if line is None:
+                if self._closed:
+                    raise _ChildGone()
                 now = time.monotonic()
                 if cancel_deadline is not None and now >= cancel_deadline:
                     self._discard_child(respawn=False)

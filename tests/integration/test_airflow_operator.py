@@ -196,3 +196,21 @@ def test_killed_task_still_shows_the_steps_it_finished(llm, xcoms, tmp_path):
     trace = xcoms("test_agent_pipeline", run_id)[("agent", "codeagent_trace", -1)]
     assert trace["status"] == "running"
     assert [s["stdout"] for s in trace["steps"]] == ["one\n", "two\n"]
+
+
+def test_trace_command_prints_a_task_trace_from_the_db(llm, test_dags):
+    import io
+
+    from airflow_codeagent.cli.main import main
+
+    llm.reset([code("final_answer('first')"), code("final_answer('second')")])
+    dag_run = run_dag("test_agent_mapped", test_dags)
+    out = io.StringIO()
+    assert main(["trace", "test_agent_mapped", "agent", "--run-id", dag_run.run_id, "--map-index", "1"],
+                out=out) == 0
+    text = out.getvalue()
+    assert "Task: Double 1 again" in text
+    assert "status: final_answer   steps: 1" in text
+    missing = io.StringIO()
+    assert main(["trace", "test_agent_mapped", "no_such_task"], out=missing) == 1
+    assert "no agent trace for test_agent_mapped.no_such_task" in missing.getvalue()
