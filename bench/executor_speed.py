@@ -113,7 +113,11 @@ class Smolagents(Runner):
     slow = True
 
     def start(self, stack: ExitStack) -> Callable[[str], Any]:
+        from smolagents import local_python_executor
         from smolagents.local_python_executor import LocalPythonExecutor
+
+        # Its operation budget (10 million AST nodes per step) would stop the loop snippet.
+        local_python_executor.MAX_OPERATIONS = 10**12
 
         executor = LocalPythonExecutor(additional_authorized_imports=[], additional_functions={"echo": echo},
                                        timeout_seconds=None)

@@ -7,7 +7,7 @@ import datetime
 import pendulum
 from airflow.sdk import DAG, BaseHook, task
 
-from airflow_codeagent import CodeAgentOperator, RetryPolicy, codeagent_task, tool
+from airflow_codeagent import CodeAgentOperator, RetryPolicy, tool
 
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
 # Every agent task gets a quick retry policy so that a test whose script runs out fails fast.
@@ -72,7 +72,7 @@ with DAG("test_agent_decorated", schedule=None, start_date=START, catchup=False,
     def numbers() -> list[int]:
         return [3, 4, 5]
 
-    @codeagent_task(max_steps=3)
+    @task.codeagent(max_steps=3)
     def total(values: list[int], label: str) -> str:
         return f"Add up the {len(values)} values and call the result {label}"
 
