@@ -14,9 +14,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_codeagent.agent import compaction
 from airflow_codeagent.agent.actions import CodeAction, parse_code_action
+from airflow_codeagent.agent.budget import Budget
 from airflow_codeagent.agent.memory import Memory
-from airflow_codeagent.agent.prompts import describe_inputs, render_code_prompt
+from airflow_codeagent.agent.prompts import describe_inputs, describe_value, render_code_prompt
 from airflow_codeagent.agent.trace import Redactor, RunStatus, Step, StepKind, Trace, now_iso
 from airflow_codeagent.models.completion import Completion, LiteLLMModel, ModelCallError
 from airflow_codeagent.models.retry import RetryPolicy
@@ -104,11 +106,19 @@ class CodeAgent:
         secrets: Iterable[str] = (),
         sandbox: str = "restricted",
         interrupt_exceptions: tuple[type[BaseException], ...] = (),
+        max_prompt_tokens: int | None = None,
+        compaction: str = "llm",
+        keep_recent_steps: int = 2,
     ) -> None:
         check_limits(max_steps=max_steps, max_run_seconds=max_run_seconds,
                      step_timeout_seconds=step_timeout_seconds, max_input_tokens=max_input_tokens,
                      max_output_tokens=max_output_tokens, max_cost_usd=max_cost_usd)
         _positive("fallback_timeout_seconds", fallback_timeout_seconds, allow_none=False)
+        _positive("max_prompt_tokens", max_prompt_tokens)
+        if compaction not in compaction_methods():
+            raise ValueError(f"compaction must be one of {compaction_methods()}, got {compaction!r}")
+        if not isinstance(keep_recent_steps, int) or keep_recent_steps < 1:
+            raise ValueError(f"keep_recent_steps must be an integer >= 1, got {keep_recent_steps!r}")
         if isinstance(model, LiteLLMModel):
             if model_kwargs:
                 raise ValueError("pass model_kwargs to LiteLLMModel, not to CodeAgent, when giving a model object")
@@ -131,6 +141,10 @@ class CodeAgent:
         self.max_input_tokens = max_input_tokens
         self.max_output_tokens = max_output_tokens
         self.max_cost_usd = max_cost_usd
+        self.budget = Budget(max_input_tokens, max_output_tokens, max_cost_usd)
+        self.max_prompt_tokens = max_prompt_tokens
+        self.compaction = compaction
+        self.keep_recent_steps = keep_recent_steps
         self.final_answer_fallback = final_answer_fallback
         self.fallback_timeout_seconds = fallback_timeout_seconds
         self.max_observation_chars = max_observation_chars
@@ -144,6 +158,17 @@ class CodeAgent:
         # Raised by the host into running code (Airflow's task timeout): they
         # end the run instead of becoming an observation model code can catch.
         self.interrupt_exceptions = tuple(interrupt_exceptions)
+
+    def prompt_budget(self) -> int:
+        """Tokens a prompt may use before older steps are compacted.
+
+        The model's context window (from litellm's model table; 8192 when the
+        model is unknown, e.g. a local server) less room for the reply.
+        """
+        if self.max_prompt_tokens is not None:
+            return self.max_prompt_tokens
+        reply_room = int(self.model.model_kwargs.get("max_tokens") or 1024)
+        return max(1024, (self.model.context_window() or 8192) - reply_room)
 
     @property
     def cancel_requested(self) -> bool:
@@ -161,6 +186,8 @@ class CodeAgent:
             "final_answer_fallback": self.final_answer_fallback,
             "authorized_imports": list(self.authorized_imports),
             "max_retries": self.model.retry.max_retries,
+            "max_prompt_tokens": self.prompt_budget(),
+            "compaction": self.compaction,
             "sandbox": self.sandbox,
         }
 
@@ -211,6 +238,10 @@ class CodeAgent:
             self._executor = None
 
 
+def compaction_methods() -> tuple[str, ...]:
+    return compaction.COMPACTION_METHODS
+
+
 def _require_known_price(model: LiteLLMModel) -> None:
     import litellm
 
@@ -240,6 +271,8 @@ class _Run:
         self.on_step = on_step
         self.started = time.monotonic()
         self.deadline = None if agent.max_run_seconds is None else self.started + agent.max_run_seconds
+        self.prompt_budget = agent.prompt_budget()
+        self.prices = agent.model.prices()
 
     def execute(self) -> AgentRun:
         try:
@@ -279,22 +312,22 @@ class _Run:
                 return RunStatus.ERROR, "run cancelled"
             if self._run_deadline_passed():
                 return RunStatus.TIMEOUT, f"the run's {self.agent.max_run_seconds:g} s time limit was reached"
-            over = self._budget_exceeded()
-            if over:
-                return RunStatus.BUDGET_EXCEEDED, over
             step = Step(index=index, kind=StepKind.ACTION, started_at=now_iso())
             try:
+                self._compact_if_needed(index)
                 completion = self._call_model(self.memory.messages(), step, self.deadline)
             except ModelCallError as exc:
                 return self._model_failure(step, exc)
+            except _BudgetRefusal as refusal:
+                return RunStatus.BUDGET_EXCEEDED, str(refusal)
             action = parse_code_action(completion.text)
             step.thought = action.thought or None
             if isinstance(action, CodeAction):
                 observation = self._execute(step, action.code, self._time_left())
-                self.memory.add_observation(completion.text, observation)
+                self.memory.add_observation(index, completion.text, observation)
             else:
                 step.error = ExecutionError("ParseError", action.message, "").to_dict()
-                self.memory.add_step(completion.text, f"Error: {action.message}")
+                self.memory.add_step(index, completion.text, f"Error: {action.message}")
             self._finish_step(step)
             if step.final_answer_called:
                 self.trace.answer = step.final_answer
@@ -304,37 +337,23 @@ class _Run:
                 return RunStatus.ERROR, "run cancelled"
             if self._run_deadline_passed():
                 return RunStatus.TIMEOUT, f"the run's {self.agent.max_run_seconds:g} s time limit was reached"
-            over = self._budget_exceeded()
-            if over:
-                return RunStatus.BUDGET_EXCEEDED, over
         return RunStatus.MAX_STEPS, f"no final answer after {self.agent.max_steps} steps"
 
     def _run_deadline_passed(self) -> bool:
         left = self._time_left()
         return left is not None and left <= 0
 
-    def _budget_exceeded(self) -> str | None:
-        usage = self.trace.usage
-        agent = self.agent
-        checks = (
-            ("max_input_tokens", agent.max_input_tokens, usage.input_tokens),
-            ("max_output_tokens", agent.max_output_tokens, usage.output_tokens),
-            ("max_cost_usd", agent.max_cost_usd, usage.cost_usd),
-        )
-        for name, cap, used in checks:
-            if cap is not None and used is not None and used >= cap:
-                return f"{name}={cap:g} reached: {used:g} used"
-        return None
-
     def _call_model(self, messages: list[dict[str, Any]], step: Step,
                     deadline: float | None) -> Completion:
+        """Size the call against the budgets, make it, and account for it on ``step``."""
         model = self.agent.model
-        remaining_output = None
-        if self.agent.max_output_tokens is not None:
-            remaining_output = self.agent.max_output_tokens - self.trace.usage.output_tokens
-        call = model.complete if remaining_output is None else _with_max_tokens(model, remaining_output)
+        plan = self.agent.budget.plan(self.trace.usage, model.count_tokens(messages),
+                                      model.model_kwargs.get("max_tokens"), self.prices)
+        if plan.refusal:
+            raise _BudgetRefusal(plan.refusal)
+        overrides = None if plan.max_tokens is None else {"max_tokens": max(1, plan.max_tokens)}
         try:
-            completion = call(messages, deadline=deadline)
+            completion = model.complete(messages, deadline=deadline, overrides=overrides)
         except ModelCallError as exc:
             step.retries = [r.to_dict() for r in exc.retries]
             self.trace.usage.retries += len(exc.retries)
@@ -348,6 +367,36 @@ class _Run:
         self.trace.usage.add_call(completion.input_tokens, completion.output_tokens,
                                   completion.cost_usd, len(completion.retries))
         return completion
+
+    def _compact_if_needed(self, before_step: int) -> None:
+        """Replace the oldest steps by a summary when the prompt is over its budget."""
+        if self.agent.compaction == "off":
+            return
+        model = self.agent.model
+        tokens_before = model.count_tokens(self.memory.messages())
+        turns = self.memory.compactable(self.agent.keep_recent_steps)
+        if tokens_before <= self.prompt_budget or not turns:
+            return
+        variables = {name: describe_value(value) for name, value in self.executor.variables().items()}
+        result = compaction.summarize(self.agent.compaction, model, self.memory.summary, turns, variables,
+                                      deadline=self.deadline)
+        self.memory.compact(turns, result.summary)
+        record: dict[str, Any] = {
+            "before_step": before_step,
+            "steps": [turns[0].step, turns[-1].step],
+            "method": self.agent.compaction,
+            "prompt_tokens_before": tokens_before,
+            "prompt_tokens_after": model.count_tokens(self.memory.messages()),
+            "summary": result.summary,
+            "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0 if result.completion is None else None,
+        }
+        if result.completion is not None:
+            c = result.completion
+            record.update(input_tokens=c.input_tokens, output_tokens=c.output_tokens, cost_usd=c.cost_usd)
+            self.trace.usage.add_call(c.input_tokens, c.output_tokens, c.cost_usd, len(c.retries))
+        self.trace.compactions.append(record)
+        log.info("compacted steps %d-%d before step %d: prompt %d -> %d tokens", turns[0].step,
+                 turns[-1].step, before_step, tokens_before, record["prompt_tokens_after"])
 
     def _execute(self, step: Step, code: str, time_limit_s: float | None) -> Observation:
         step.code = code
@@ -385,6 +434,9 @@ class _Run:
             step.error = ExecutionError("ModelCallError", str(exc), "").to_dict()
             self._finish_step(step)
             return
+        except _BudgetRefusal as refusal:
+            log.info("no final-answer fallback call: %s", refusal)
+            return
         action = parse_code_action(completion.text)
         step.thought = action.thought or None
         if isinstance(action, CodeAction):
@@ -397,12 +449,5 @@ class _Run:
         self._finish_step(step)
 
 
-def _with_max_tokens(model: LiteLLMModel, max_tokens: int) -> Callable[..., Completion]:
-    """Cap one call's output at what the output budget has left."""
-    configured = model.model_kwargs.get("max_tokens")
-    cap = max_tokens if configured is None else min(int(configured), max_tokens)
-
-    def call(messages: list[dict[str, Any]], *, deadline: float | None) -> Completion:
-        return model.complete(messages, deadline=deadline, overrides={"max_tokens": max(1, cap)})
-
-    return call
+class _BudgetRefusal(Exception):
+    """The next call would cross a budget; the run ends with ``budget_exceeded``."""

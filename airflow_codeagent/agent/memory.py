@@ -1,7 +1,10 @@
 """What the next prompt contains: the system prompt, the task, and the steps so far.
 
 Observations are cut to a size budget here, never in the trace: the model
-needs a readable prompt, the reviewer needs the whole record.
+needs a readable prompt, the reviewer needs the whole record. When the
+history outgrows the prompt budget, the oldest steps are replaced by a
+summary (see ``compaction.py``) while the task and the latest steps stay
+verbatim.
 """
 
 from __future__ import annotations
@@ -35,6 +38,19 @@ def format_observation(observation: Observation, limit_chars: int) -> str:
     return "Observation:\n" + truncate_middle("\n".join(parts), limit_chars, _CUT_HINT)
 
 
+@dataclass(frozen=True)
+class Turn:
+    """One step as the model saw it: its reply and the observation that answered it."""
+
+    step: int
+    model_output: str
+    observation: str
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [{"role": "assistant", "content": self.model_output},
+                {"role": "user", "content": self.observation}]
+
+
 @dataclass
 class Memory:
     """The conversation sent to the model; one assistant/user pair per step."""
@@ -42,23 +58,37 @@ class Memory:
     system_prompt: str
     task: str
     max_observation_chars: int = 4_000
-    _turns: list[dict[str, Any]] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
+    summary: str | None = None
+    summarized_through: int = 0
 
     def messages(self) -> list[dict[str, Any]]:
-        return [
-            {"role": "system", "content": self.system_prompt},
-            {"role": "user", "content": f"Task: {self.task}"},
-            *self._turns,
-        ]
+        task = f"Task: {self.task}"
+        if self.summary:
+            task += (f"\n\nProgress so far (steps 1-{self.summarized_through}, summarized to save "
+                     f"context; the variables it names still exist):\n{self.summary}")
+        messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": task}]
+        for turn in self.turns:
+            messages.extend(turn.messages())
+        return messages
 
-    def add_step(self, model_output: str, observation_text: str) -> None:
-        self._turns.append({"role": "assistant", "content": model_output})
-        self._turns.append({"role": "user", "content": observation_text})
+    def add_step(self, step: int, model_output: str, observation_text: str) -> None:
+        self.turns.append(Turn(step, model_output, observation_text))
 
-    def add_observation(self, model_output: str, observation: Observation) -> str:
+    def add_observation(self, step: int, model_output: str, observation: Observation) -> str:
         text = format_observation(observation, self.max_observation_chars)
-        self.add_step(model_output, text)
+        self.add_step(step, model_output, text)
         return text
+
+    def compactable(self, keep_recent: int) -> list[Turn]:
+        """The turns a compaction may replace: all but the ``keep_recent`` latest."""
+        return self.turns[:max(0, len(self.turns) - keep_recent)]
+
+    def compact(self, turns: list[Turn], summary: str) -> None:
+        """Replace ``turns`` (the oldest) by ``summary``, which covers any earlier summary too."""
+        self.turns = self.turns[len(turns):]
+        self.summary = summary
+        self.summarized_through = turns[-1].step
 
     def final_answer_request(self, reason: str) -> list[dict[str, Any]]:
         """Messages for the one last call that asks for the best answer so far."""

@@ -194,6 +194,7 @@ class Trace:
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
     steps: list[Step] = field(default_factory=list)
+    compactions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         document = {
@@ -214,6 +215,7 @@ class Trace:
             "tools": list(self.tools),
             "inputs": dict(self.inputs),
             "steps": [step.to_dict(self.max_field_chars) for step in self.steps],
+            "compactions": list(self.compactions),
         }
         return self.redactor.document(document)
 

@@ -124,6 +124,36 @@ class LiteLLMModel:
         self._sleep = sleep
         self._rng = random.Random(seed)
 
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        """Prompt size as litellm counts it for this model (a bundled tokenizer; no download)."""
+        import litellm
+
+        return int(litellm.token_counter(model=self.model, messages=list(messages)))
+
+    def context_window(self) -> int | None:
+        """Input tokens the model accepts, when litellm knows the model."""
+        info = self._model_info()
+        value = info.get("max_input_tokens") if info else None
+        return int(value) if value else None
+
+    def prices(self) -> tuple[float, float] | None:
+        """USD per input token and per output token; None when unknown (a local model)."""
+        custom = (self.model_kwargs.get("input_cost_per_token"), self.model_kwargs.get("output_cost_per_token"))
+        if custom[0] is not None and custom[1] is not None:
+            return float(custom[0]), float(custom[1])
+        info = self._model_info()
+        if not info or info.get("input_cost_per_token") is None or info.get("output_cost_per_token") is None:
+            return None
+        return float(info["input_cost_per_token"]), float(info["output_cost_per_token"])
+
+    def _model_info(self) -> dict[str, Any] | None:
+        import litellm
+
+        try:
+            return dict(litellm.get_model_info(self.model))
+        except Exception:  # noqa: BLE001 - litellm raises several types for an unmapped model
+            return None
+
     @property
     def secrets(self) -> list[str]:
         """Values that must never appear in a trace or a log."""
@@ -196,10 +226,13 @@ class LiteLLMModel:
         usage = getattr(response, "usage", None)
         input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-        try:
-            cost: float | None = float(litellm.completion_cost(completion_response=response))
-        except Exception:  # noqa: BLE001 - litellm raises several types for an unpriced model
-            cost = None
+        prices = self.prices()
+        cost: float | None = None
+        if prices is not None:
+            try:
+                cost = float(litellm.completion_cost(completion_response=response))
+            except Exception:  # noqa: BLE001 - a price given only in model_kwargs
+                cost = input_tokens * prices[0] + output_tokens * prices[1]
         return Completion(
             text=text,
             input_tokens=input_tokens,

@@ -21,6 +21,9 @@ class Executor(Protocol):
     def run(self, code: str, *, time_limit_s: float | None = None) -> Observation:
         """Execute one code action; report everything model code does as an Observation."""
 
+    def variables(self) -> dict[str, Any]:
+        """What model code has defined so far, for summaries of compacted steps."""
+
     def cancel(self) -> None:
         """Stop the running code as soon as possible; callable from any thread."""
 

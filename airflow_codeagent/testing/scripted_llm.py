@@ -12,7 +12,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -71,8 +71,12 @@ class ScriptedLLMServer:
     loudly instead of hanging it.
     """
 
-    def __init__(self, script: Iterable[ScriptEntry] = (), *, model: str = "scripted-model") -> None:
+    def __init__(self, script: Iterable[ScriptEntry] = (), *, model: str = "scripted-model",
+                 responder: Callable[[RecordedRequest], ScriptEntry | None] | None = None) -> None:
+        """``responder`` may answer a request itself (return an entry) before the script is used,
+        e.g. to answer side calls such as summaries wherever they happen."""
         self._script: deque[ScriptEntry] = deque(script)
+        self.responder = responder
         self._lock = threading.Lock()
         self.requests: list[RecordedRequest] = []
         self.model = model
@@ -117,6 +121,10 @@ class ScriptedLLMServer:
     def _next(self, request: RecordedRequest) -> ScriptEntry | None:
         with self._lock:
             self.requests.append(request)
+            if self.responder is not None:
+                answer = self.responder(request)
+                if answer is not None:
+                    return answer
             return self._script.popleft() if self._script else None
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

@@ -264,14 +264,34 @@ def test_run_time_limit_ends_with_timeout_and_fallback(llm_server):
     assert "time limit for this task has been reached" in server.requests[-1].messages[-1]["content"]
 
 
-def test_token_budget_ends_run_with_budget_exceeded(llm_server):
-    server = llm_server([Reply(code("x = 1"), prompt_tokens=600), Reply(code("x = 2"), prompt_tokens=600),
-                         code("final_answer(x)")])
+def test_input_budget_refuses_the_call_that_would_cross_it(llm_server):
+    server = llm_server([Reply(code("x = 1"), prompt_tokens=600), code("x = 2"), code("final_answer(x)")])
     run = make_agent(server, max_input_tokens=1000).run("Spend tokens")
 
     assert run.status is RunStatus.BUDGET_EXCEEDED
-    assert run.error == "max_input_tokens=1000 reached: 1200 used"
-    assert len(server.requests) == 2
+    assert run.error.startswith("max_input_tokens=1000 would be exceeded by ")
+    assert "600 used, the next call needs about " in run.error
+    assert len(server.requests) == 1 and server.remaining == 2  # the refused call never reached the server
+    assert run.trace["totals"]["input_tokens"] == 600
+
+
+def test_cost_budget_caps_max_tokens_and_refuses_the_unaffordable_call(llm_server):
+    import litellm
+
+    prices = {"input_cost_per_token": 0.0001, "output_cost_per_token": 0.001}
+    server = llm_server([Reply(code("x = 1"), prompt_tokens=100, completion_tokens=20), code("x = 2")])
+    agent = CodeAgent("openai/scripted-model", tools=[get_rate], retry=FAST_RETRY, max_cost_usd=0.07,
+                      model_kwargs={"api_base": server.api_base, "api_key": "k", **prices})
+    run = agent.run("Spend money")
+
+    first = server.requests[0]
+    prompt = litellm.token_counter(model="openai/scripted-model", messages=first.messages)
+    # What the output may cost is what the budget leaves after the prompt.
+    assert first.body["max_tokens"] == int((0.07 - prompt * 0.0001) / 0.001)
+    assert run.trace["steps"][0]["cost_usd"] == pytest.approx(100 * 0.0001 + 20 * 0.001)
+    assert run.status is RunStatus.BUDGET_EXCEEDED
+    assert run.error.startswith("max_cost_usd=0.07 would be exceeded: 0.030000 spent")
+    assert len(server.requests) == 1 and server.remaining == 1  # the second call was never made
 
 
 def test_output_budget_caps_max_tokens_of_each_call(llm_server):
@@ -354,3 +374,57 @@ def test_host_interrupt_publishes_the_trace_before_propagating(llm_server):
     assert last["error"] == "run interrupted by TaskKilled: worker is shutting down"
     assert last["steps"][0]["stdout"] == "1\n"
     assert_valid_trace(last)
+
+
+def _chatty_steps(n: int) -> list[str]:
+    """n steps that each print ~2000 distinct characters, then a final answer."""
+    return [code(f"v{i} = {i}\nprint(('step {i} ' * 250)[:2000])") for i in range(1, n + 1)] + \
+        [code(f"final_answer(v{n})")]
+
+
+def test_compaction_keeps_the_prompt_bounded_and_the_task_verbatim(llm_server):
+    import litellm
+
+    def prompt_tokens(request) -> int:
+        return litellm.token_counter(model="openai/scripted-model", messages=request.messages)
+
+    compacted = llm_server(_chatty_steps(30))
+    run = make_agent(compacted, max_steps=31, max_prompt_tokens=3000, compaction="digest").run("Count to 30")
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == 30
+    sizes = [prompt_tokens(r) for r in compacted.requests]
+    assert max(sizes[9:]) <= 3000
+    assert sizes[29] <= sizes[9] * 1.2  # flat after compaction, not growing with every step
+    last = compacted.requests[29].messages
+    assert last[1]["content"].startswith("Task: Count to 30")
+    assert "Progress so far (steps 1-" in last[1]["content"] and "v1 (int" in last[1]["content"]
+    compactions = run.trace["compactions"]
+    assert compactions and all(c["prompt_tokens_after"] < c["prompt_tokens_before"] for c in compactions)
+    assert all(c["method"] == "digest" and c["input_tokens"] == 0 for c in compactions)
+    assert run.trace["steps"][0]["stdout"].startswith("step 1 step 1")  # the trace keeps everything
+    assert_valid_trace(run.trace)
+
+    uncompacted = llm_server(_chatty_steps(30))
+    make_agent(uncompacted, max_steps=31, max_prompt_tokens=3000, compaction="off").run("Count to 30")
+    assert prompt_tokens(uncompacted.requests[29]) > 4 * sizes[29]
+
+
+def test_llm_compaction_summary_is_a_recorded_model_call(llm_server):
+    from airflow_codeagent.testing.scripted_llm import Reply as ScriptedReply
+
+    def summarizer(request):
+        if "You compress the working history" in request.messages[0]["content"]:
+            return ScriptedReply("Found v1..v3; the counter is in v3.", prompt_tokens=500, completion_tokens=12)
+        return None
+
+    server = llm_server(_chatty_steps(6))
+    server.responder = summarizer
+    run = make_agent(server, max_steps=7, max_prompt_tokens=2200, compaction="llm").run("Count to 6")
+
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == 6
+    compactions = run.trace["compactions"]
+    assert compactions and compactions[0]["method"] == "llm"
+    assert compactions[0]["input_tokens"] == 500 and compactions[0]["output_tokens"] == 12
+    summary_calls = [r for r in server.requests if "You compress" in r.messages[0]["content"]]
+    assert run.trace["totals"]["llm_calls"] == 7 + len(summary_calls)
+    later = [r for r in server.requests if "You compress" not in r.messages[0]["content"]][-1]
+    assert "Found v1..v3; the counter is in v3." in later.messages[1]["content"]
