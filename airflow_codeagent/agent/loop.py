@@ -353,7 +353,8 @@ class _Run:
             raise _BudgetRefusal(plan.refusal)
         overrides = None if plan.max_tokens is None else {"max_tokens": max(1, plan.max_tokens)}
         try:
-            completion = model.complete(messages, deadline=deadline, overrides=overrides)
+            completion = model.complete(messages, deadline=deadline, overrides=overrides,
+                                        cancel=self.agent._cancel_requested)
         except ModelCallError as exc:
             step.retries = [r.to_dict() for r in exc.retries]
             self.trace.usage.retries += len(exc.retries)
@@ -418,6 +419,8 @@ class _Run:
     def _model_failure(self, step: Step, exc: ModelCallError) -> tuple[RunStatus, str]:
         step.error = ExecutionError("ModelCallError", str(exc), "").to_dict()
         self._finish_step(step)
+        if exc.cancelled:
+            return RunStatus.ERROR, "run cancelled"
         if self._run_deadline_passed():
             return RunStatus.TIMEOUT, f"the run's time limit was reached during a model call: {exc}"
         return RunStatus.ERROR, str(exc)

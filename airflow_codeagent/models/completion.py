@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,14 +60,44 @@ class Completion:
     retries: tuple[RetryRecord, ...] = field(default_factory=tuple)
 
 
+def _call_cancellable(call: Callable[[], Any], cancel: threading.Event | None) -> Any:
+    """Run a blocking HTTP call so that ``cancel`` (or a signal) interrupts the wait at once.
+
+    The call runs in a daemon thread; the caller waits in short slices, so
+    Airflow's kill and timeout signals are handled promptly in the main thread.
+    An abandoned call finishes (or dies with the process) in the background.
+    """
+    if cancel is None:
+        return call()
+    done = threading.Event()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the waiting thread
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="codeagent-model-call", daemon=True).start()
+    while not done.wait(0.05):
+        if cancel.is_set():
+            raise ModelCallError("model call abandoned: the run was cancelled", cancelled=True)
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
 class ModelCallError(Exception):
     """The model could not be reached or answered with an error we do not retry."""
 
     def __init__(self, message: str, *, retries: Sequence[RetryRecord] = (),
-                 status_code: int | None = None) -> None:
+                 status_code: int | None = None, cancelled: bool = False) -> None:
         super().__init__(message)
         self.retries = tuple(retries)
         self.status_code = status_code
+        self.cancelled = cancelled
 
 
 def _retryable_exceptions() -> tuple[type[BaseException], ...]:
@@ -162,7 +193,8 @@ class LiteLLMModel:
 
     def complete(self, messages: Sequence[Message], *, deadline: float | None = None,
                  overrides: Mapping[str, Any] | None = None,
-                 on_retry: Callable[[RetryRecord], None] | None = None) -> Completion:
+                 on_retry: Callable[[RetryRecord], None] | None = None,
+                 cancel: threading.Event | None = None) -> Completion:
         """Call the model; retry transient faults until the policy or ``deadline`` says stop.
 
         ``deadline`` is a ``time.monotonic()`` value: no attempt starts, and no
@@ -186,15 +218,18 @@ class LiteLLMModel:
                                          retries=retries)
             started = time.perf_counter()
             try:
-                response = litellm.completion(
+                response = _call_cancellable(lambda: litellm.completion(
                     model=self.model,
                     messages=list(messages),
                     timeout=timeout,
                     num_retries=0,
                     max_retries=0,
                     **kwargs,
-                )
+                ), cancel)
                 return self._to_completion(response, time.perf_counter() - started, retries)
+            except ModelCallError as exc:
+                exc.retries = tuple(retries)
+                raise
             except retryable as exc:
                 if attempt > self.retry.max_retries:
                     raise ModelCallError(
@@ -212,7 +247,12 @@ class LiteLLMModel:
                             attempt, record.error_type, wait)
                 if on_retry is not None:
                     on_retry(record)
-                self._sleep(wait)
+                if cancel is not None:
+                    if cancel.wait(wait):
+                        raise ModelCallError("model call abandoned: the run was cancelled",
+                                             retries=retries, cancelled=True) from exc
+                else:
+                    self._sleep(wait)
             except Exception as exc:  # auth, bad request, unknown provider: retrying will not help
                 raise ModelCallError(f"{type(exc).__name__}: {_short(exc)}", retries=retries,
                                      status_code=_status_code(exc)) from exc

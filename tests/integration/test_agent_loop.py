@@ -428,3 +428,29 @@ def test_llm_compaction_summary_is_a_recorded_model_call(llm_server):
     assert run.trace["totals"]["llm_calls"] == 7 + len(summary_calls)
     later = [r for r in server.requests if "You compress" not in r.messages[0]["content"]][-1]
     assert "Found v1..v3; the counter is in v3." in later.messages[1]["content"]
+
+
+def test_cancel_abandons_an_in_flight_model_call(llm_server):
+    import threading
+
+    server = llm_server([code("a = 1"), Reply(code("final_answer(a)"), delay_s=30)])
+    agent = make_agent(server)
+    published: list[dict] = []
+
+    def cancel_when_second_call_arrives(trace: dict) -> None:
+        published.append(trace)
+        if len(trace["steps"]) == 1:
+            threading.Thread(target=lambda: (_wait_for_requests(server, 2), agent.cancel()), daemon=True).start()
+
+    run = agent.run("Wait", on_step=cancel_when_second_call_arrives)
+
+    assert run.status is RunStatus.ERROR and run.error == "run cancelled"
+    assert run.trace["steps"][1]["error"]["message"] == "model call abandoned: the run was cancelled"
+    assert run.trace["steps"][0]["code"] == "a = 1"
+
+
+def _wait_for_requests(server, count: int) -> None:
+    import time
+
+    while len(server.requests) < count:
+        time.sleep(0.01)
