@@ -19,6 +19,7 @@ from airflow_codeagent.agent.actions import CodeAction, parse_code_action
 from airflow_codeagent.agent.budget import Budget
 from airflow_codeagent.agent.memory import Memory
 from airflow_codeagent.agent.prompts import describe_inputs, describe_value, render_code_prompt
+from airflow_codeagent.agent.replay import CallJournal, SideEffectLedger, request_fingerprint
 from airflow_codeagent.agent.trace import Redactor, RunStatus, Step, StepKind, Trace, now_iso
 from airflow_codeagent.models.completion import Completion, LiteLLMModel, ModelCallError
 from airflow_codeagent.models.retry import RetryPolicy
@@ -201,18 +202,20 @@ class CodeAgent:
             self._executor.cancel()
 
     def run(self, task: str, inputs: Mapping[str, Any] | None = None, *,
-            on_step: StepCallback | None = None) -> AgentRun:
+            on_step: StepCallback | None = None, journal: CallJournal | None = None) -> AgentRun:
         """Solve ``task``; ``inputs`` become variables in the sandbox.
 
         ``on_step`` receives the redacted trace document after every step
         (and once at the end), which is how a caller persists progress.
+        ``journal`` replays model calls a previous attempt already paid for.
         """
         if not isinstance(task, str) or not task.strip():
             raise ValueError("task must be a non-empty string saying what the agent should do")
         inputs = dict(inputs or {})
         self._cancel_requested.clear()
+        ledger = SideEffectLedger(journal)
         executor = self._executor_factory(
-            tools={t.name: t.func for t in self.tools},
+            tools={t.name: _gated(t, ledger) if t.side_effect else t.func for t in self.tools},
             variables=inputs,
             authorized_imports=self.authorized_imports,
             step_timeout_s=self.step_timeout_seconds,
@@ -232,7 +235,7 @@ class CodeAgent:
             task, self.max_observation_chars,
         )
         try:
-            return _Run(self, executor, trace, memory, on_step).execute()
+            return _Run(self, executor, trace, memory, on_step, journal, ledger).execute()
         finally:
             executor.close()
             self._executor = None
@@ -262,8 +265,11 @@ def _require_known_price(model: LiteLLMModel) -> None:
 class _Run:
     """One execution of the loop; holds the per-run state ``CodeAgent`` must not."""
 
-    def __init__(self, agent: CodeAgent, executor: Executor, trace: Trace,
-                 memory: Memory, on_step: StepCallback | None) -> None:
+    def __init__(self, agent: CodeAgent, executor: Executor, trace: Trace, memory: Memory,
+                 on_step: StepCallback | None, journal: CallJournal | None,
+                 ledger: SideEffectLedger) -> None:
+        self.journal = journal
+        self.ledger = ledger
         self.agent = agent
         self.executor = executor
         self.trace = trace
@@ -315,7 +321,7 @@ class _Run:
             step = Step(index=index, kind=StepKind.ACTION, started_at=now_iso())
             try:
                 self._compact_if_needed(index)
-                completion = self._call_model(self.memory.messages(), step, self.deadline)
+                completion = self._call_model(self.memory.messages(), step, self.deadline, str(index))
             except ModelCallError as exc:
                 return self._model_failure(step, exc)
             except _BudgetRefusal as refusal:
@@ -343,10 +349,19 @@ class _Run:
         left = self._time_left()
         return left is not None and left <= 0
 
-    def _call_model(self, messages: list[dict[str, Any]], step: Step,
-                    deadline: float | None) -> Completion:
-        """Size the call against the budgets, make it, and account for it on ``step``."""
+    def _call_model(self, messages: list[dict[str, Any]], step: Step, deadline: float | None,
+                    slot: str) -> Completion:
+        """Replay the call from the journal, or size it against the budgets and make it."""
         model = self.agent.model
+        fingerprint = request_fingerprint(model.model, messages, model.model_kwargs)
+        replayed = self.journal.replay(slot, fingerprint) if self.journal else None
+        if replayed is not None:
+            completion, tool_results = replayed
+            self.ledger.start_step(slot, tool_results)
+            step.replayed = True
+            self.trace.usage.replayed_calls += 1
+            self._account(step, completion, billed=False)
+            return completion
         plan = self.agent.budget.plan(self.trace.usage, model.count_tokens(messages),
                                       model.model_kwargs.get("max_tokens"), self.prices)
         if plan.refusal:
@@ -359,15 +374,22 @@ class _Run:
             step.retries = [r.to_dict() for r in exc.retries]
             self.trace.usage.retries += len(exc.retries)
             raise
+        if self.journal is not None:
+            self.journal.record(slot, fingerprint, completion)
+        self.ledger.start_step(slot, None)
+        self._account(step, completion, billed=True)
+        return completion
+
+    def _account(self, step: Step, completion: Completion, *, billed: bool) -> None:
         step.model_output = completion.text
         step.input_tokens = completion.input_tokens
         step.output_tokens = completion.output_tokens
         step.cost_usd = completion.cost_usd
         step.llm_latency_s = completion.latency_s
         step.retries = [r.to_dict() for r in completion.retries]
-        self.trace.usage.add_call(completion.input_tokens, completion.output_tokens,
-                                  completion.cost_usd, len(completion.retries))
-        return completion
+        if billed:
+            self.trace.usage.add_call(completion.input_tokens, completion.output_tokens,
+                                      completion.cost_usd, len(completion.retries))
 
     def _compact_if_needed(self, before_step: int) -> None:
         """Replace the oldest steps by a summary when the prompt is over its budget."""
@@ -432,7 +454,8 @@ class _Run:
                     started_at=now_iso())
         deadline = time.monotonic() + self.agent.fallback_timeout_seconds
         try:
-            completion = self._call_model(self.memory.final_answer_request(reason), step, deadline)
+            completion = self._call_model(self.memory.final_answer_request(reason), step, deadline,
+                                          "fallback")
         except ModelCallError as exc:
             step.error = ExecutionError("ModelCallError", str(exc), "").to_dict()
             self._finish_step(step)
@@ -450,6 +473,15 @@ class _Run:
             self.trace.answer = step.final_answer
             self.trace.answer_source = "fallback"
         self._finish_step(step)
+
+
+def _gated(tool: Tool, ledger: SideEffectLedger) -> Callable[..., Any]:
+    """A side-effecting tool routed through the replay ledger (not re-invoked on replay)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return ledger.call(tool.name, tool.func, args, kwargs)
+
+    return call
 
 
 class _BudgetRefusal(Exception):

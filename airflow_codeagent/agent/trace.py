@@ -102,6 +102,7 @@ class Usage:
     output_tokens: int = 0
     cost_usd: float | None = 0.0
     retries: int = 0
+    replayed_calls: int = 0  # answered from the journal of an earlier try, not billed again
 
     def add_call(self, input_tokens: int, output_tokens: int, cost_usd: float | None,
                  retries: int) -> None:
@@ -119,6 +120,7 @@ class Usage:
             "output_tokens": self.output_tokens,
             "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 8),
             "retries": self.retries,
+            "replayed_calls": self.replayed_calls,
         }
 
 
@@ -143,6 +145,7 @@ class Step:
     execution_s: float | None = None
     retries: list[dict[str, Any]] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    replayed: bool = False
 
     def to_dict(self, max_field_chars: int) -> dict[str, Any]:
         def cap(text: str | None) -> str | None:
@@ -169,6 +172,7 @@ class Step:
             "execution_s": None if self.execution_s is None else round(self.execution_s, 6),
             "retries": self.retries,
             "tool_calls": self.tool_calls,
+            "replayed": self.replayed,
         }
 
 

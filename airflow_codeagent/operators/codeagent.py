@@ -18,6 +18,7 @@ from airflow_codeagent.agent.loop import AgentRun, CodeAgent, check_limits
 from airflow_codeagent.agent.trace import RunStatus, fit_to_size
 from airflow_codeagent.hooks.litellm import LiteLLMHook
 from airflow_codeagent.models.retry import RetryPolicy
+from airflow_codeagent.operators.journal import journal_for
 from airflow_codeagent.operators.redaction import redact_with_airflow_masker
 from airflow_codeagent.sandbox.policy import DEFAULT_AUTHORIZED_IMPORTS
 from airflow_codeagent.tools.base import Tool, as_tool
@@ -69,6 +70,10 @@ class CodeAgentOperator(BaseOperator):
         sandbox: str = "restricted",
         retry: RetryPolicy | None = None,
         max_trace_bytes: int = 1_000_000,
+        durable_replay: bool = True,
+        replay_storage: str | None = None,
+        compaction: str = "llm",
+        max_prompt_tokens: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -101,6 +106,10 @@ class CodeAgentOperator(BaseOperator):
         self.sandbox = sandbox
         self.retry = retry
         self.max_trace_bytes = max_trace_bytes
+        self.durable_replay = durable_replay
+        self.replay_storage = replay_storage
+        self.compaction = compaction
+        self.max_prompt_tokens = max_prompt_tokens
         self._agent: CodeAgent | None = None
 
     # -- templating ---------------------------------------------------------
@@ -149,6 +158,8 @@ class CodeAgentOperator(BaseOperator):
             instructions=self.instructions,
             sandbox=self.sandbox,
             interrupt_exceptions=(AirflowTaskTimeout, AirflowTaskTerminated),
+            compaction=self.compaction,
+            max_prompt_tokens=self.max_prompt_tokens,
         )
         self._agent = agent
         ti = context["ti"]
@@ -156,11 +167,18 @@ class CodeAgentOperator(BaseOperator):
         def publish(trace: dict[str, Any]) -> None:
             ti.xcom_push(key=TRACE_XCOM_KEY, value=self._prepare_trace(trace))
 
+        journal = journal_for(context, self.replay_storage) if self.durable_replay else None
+        if self.durable_replay and journal is None:
+            self.log.info("Durable replay is off: this Airflow has no task state store; set "
+                          "replay_storage to an object storage URL to keep paid steps across retries.")
         try:
-            run = agent.run(self.prompt, inputs, on_step=publish)
+            run = agent.run(self.prompt, inputs, on_step=publish, journal=journal)
         finally:
             self._agent = None
-        return self._outcome(run)
+        result = self._outcome(run)
+        if journal is not None:
+            journal.clear()  # succeeded: nothing will be replayed
+        return result
 
     def _inputs(self, context: Context) -> dict[str, Any]:
         if self.inputs is None:

@@ -30,10 +30,13 @@ class Tool:
     """A named, documented callable the agent exposes to model code."""
 
     def __init__(self, func: Callable[..., Any], *, name: str | None = None,
-                 description: str | None = None) -> None:
+                 description: str | None = None, side_effect: bool = False) -> None:
         if not callable(func):
             raise ToolDefinitionError(f"a tool must be callable, got {type(func).__name__}")
         self.func = func
+        # A side-effecting tool changes the world (writes, sends, deletes): on replay
+        # after a task retry it is not called again; its recorded result is used.
+        self.side_effect = side_effect
         self.name = name or getattr(func, "__name__", "")
         if not self.name.isidentifier() or self.name.startswith("_"):
             raise ToolDefinitionError(
@@ -93,15 +96,16 @@ def tool(func: Callable[..., Any], /) -> Tool: ...
 
 
 @overload
-def tool(*, name: str | None = None, description: str | None = None) -> Callable[[Callable[..., Any]], Tool]: ...
+def tool(*, name: str | None = None, description: str | None = None,
+         side_effect: bool = False) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
 def tool(func: Callable[..., Any] | None = None, /, *, name: str | None = None,
-         description: str | None = None) -> Tool | Callable[[Callable[..., Any]], Tool]:
-    """Make a function available to the agent: ``@tool`` or ``@tool(name=...)``."""
+         description: str | None = None, side_effect: bool = False) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Make a function available to the agent: ``@tool`` or ``@tool(name=..., side_effect=True)``."""
     if func is not None:
-        return Tool(func, name=name, description=description)
-    return lambda f: Tool(f, name=name, description=description)
+        return Tool(func, name=name, description=description, side_effect=side_effect)
+    return lambda f: Tool(f, name=name, description=description, side_effect=side_effect)
 
 
 def as_tool(obj: Tool | Callable[..., Any]) -> Tool:

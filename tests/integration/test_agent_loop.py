@@ -63,7 +63,7 @@ def test_multi_step_run_with_tool_and_persisted_variables(llm_server):
     assert steps[1]["value"] == "{'USD': 108.0, 'GBP': 96.0}"  # variables from step 1 persisted
     assert steps[2]["final_answer_called"] and steps[2]["final_answer"] == 204.0
     assert run.trace["totals"] == {"llm_calls": 3, "input_tokens": 300, "output_tokens": 60,
-                                   "cost_usd": None, "retries": 0, "steps": 3}
+                                   "cost_usd": None, "retries": 0, "replayed_calls": 0, "steps": 3}
     assert_valid_trace(run.trace)
 
     # What the model was told: tools, inputs, imports in the system prompt; observations fed back.
@@ -454,3 +454,45 @@ def _wait_for_requests(server, count: int) -> None:
 
     while len(server.requests) < count:
         time.sleep(0.01)
+
+
+def test_journal_replays_paid_calls_and_side_effect_tools_run_once(llm_server):
+    from airflow_codeagent.agent.replay import CallJournal, InMemoryJournalStore
+
+    sent: list[str] = []
+
+    @tool(side_effect=True)
+    def send_email(to: str) -> str:
+        """Send the report by email.
+
+        Args:
+            to: recipient address.
+        """
+        sent.append(to)
+        return f"message-id-{len(sent)}"
+
+    steps = [code("a = get_rate('USD')\nprint(a)"),
+             code("receipt = send_email('ops@example.com')\nprint(receipt)"),
+             code("b = a * 2\nprint(b)")]
+    journal = CallJournal(InMemoryJournalStore())
+    first = llm_server([*steps, HTTPError(401, "revoked")])
+    run = make_agent(first, tools=[get_rate, send_email]).run("Report", journal=journal)
+    assert run.status is RunStatus.ERROR and len(first.requests) == 4
+    assert sent == ["ops@example.com"]
+
+    retry = llm_server([code("final_answer(receipt)")])
+    run = make_agent(retry, tools=[get_rate, send_email]).run("Report", journal=journal)
+
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == "message-id-1"
+    assert len(retry.requests) == 1  # steps 1-3 came from the journal, not the model
+    assert [s["replayed"] for s in run.trace["steps"]] == [True, True, True, False]
+    assert run.trace["totals"]["replayed_calls"] == 3 and run.trace["totals"]["llm_calls"] == 1
+    assert sent == ["ops@example.com"]  # the side effect was not repeated
+    assert run.trace["steps"][1]["stdout"] == "message-id-1\n"
+
+    changed = llm_server([code("final_answer(1)")])
+    make_agent(changed, tools=[get_rate, send_email]).run("A different task", journal=journal)
+    assert len(changed.requests) == 1 and changed.requests[0].messages[1]["content"] == "Task: A different task"
+
+    journal.clear()
+    assert journal.store.data == {}

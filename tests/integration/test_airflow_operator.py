@@ -214,3 +214,19 @@ def test_trace_command_prints_a_task_trace_from_the_db(llm, test_dags):
     missing = io.StringIO()
     assert main(["trace", "test_agent_mapped", "no_such_task"], out=missing) == 1
     assert "no agent trace for test_agent_mapped.no_such_task" in missing.getvalue()
+
+
+def test_retry_replays_paid_steps_from_the_task_state_store(llm, test_dags, xcoms, capfd):
+    llm.reset([code("a = 1"), code("b = a + 1"), code("c = b + 1"), HTTPError(401, "key rotated"),
+               code("final_answer(c)")])
+    dag_run = run_dag("test_agent_retry_replay", test_dags)
+
+    tis = {ti.task_id: ti for ti in dag_run.get_task_instances()}
+    assert tis["agent"].state == "success" and tis["agent"].try_number == 2
+    assert len(llm.requests) == 5  # 4 in the first try, 1 in the retry: steps 1-3 were not paid twice
+    values = xcoms(dag_run.dag_id, dag_run.run_id)
+    assert values[("agent", "return_value", -1)] == 3
+    trace = values[("agent", "codeagent_trace", -1)]
+    assert [s["replayed"] for s in trace["steps"]] == [True, True, True, False]
+    assert trace["totals"]["replayed_calls"] == 3 and trace["totals"]["llm_calls"] == 1
+    assert "status=error steps=4/5" in capfd.readouterr().out  # the failed try's summary is in the log

@@ -94,3 +94,8 @@ with DAG("test_agent_execution_timeout", schedule=None, start_date=START, catchu
 with DAG("test_agent_non_json_answer", schedule=None, start_date=START, catchup=False,
              default_args=DEFAULTS):
     CodeAgentOperator(task_id="agent", prompt="Return a set", max_steps=2)
+
+
+with DAG("test_agent_retry_replay", schedule=None, start_date=START, catchup=False,
+         default_args={**DEFAULTS, "retries": 1, "retry_delay": datetime.timedelta(seconds=0)}):
+    CodeAgentOperator(task_id="agent", prompt="Three steps then answer", max_steps=5)
