@@ -47,17 +47,32 @@ def _json_envelope(text: str) -> CodeAction | None:
 
 
 EXPECTED_FORMAT = (
-    "Reply with a short thought, then exactly one Python code block:\n"
-    "Thought: what you will do next\n"
-    "```python\n"
-    "# your code\n"
-    "```\n"
-    "When you have the result, call final_answer(result) inside a code block."
+    "Reply with one sentence starting with 'Thought:', then exactly one ```python fenced block "
+    "holding real code that uses the tools and variables you were given. End the reply there: the "
+    "observation comes back to you in the next message. When you have the result, call "
+    "final_answer(result) inside a code block."
 )
+
+_INVENTED_OBSERVATION = re.compile(r"^\s*Observation\s*:", re.MULTILINE)
+
+
+def acted_text(text: str) -> str:
+    """The part of a reply the agent acts on: up to a line the model began with "Observation:".
+
+    A small model often writes the observation it expects and then code that
+    relies on it; that code must not run.
+    """
+    match = _INVENTED_OBSERVATION.search(text)
+    return text if match is None else text[:match.start()].rstrip()
+
+
+def _is_only_comments(code: str) -> bool:
+    return all(not line.strip() or line.strip().startswith("#") for line in code.splitlines())
 
 
 def parse_code_action(text: str) -> CodeAction | ParseFailure:
     """Find the code in a reply; several code blocks run in order as one step."""
+    text = acted_text(text)
     envelope = _json_envelope(text)
     if envelope is not None:
         return envelope
@@ -73,6 +88,9 @@ def parse_code_action(text: str) -> CodeAction | ParseFailure:
                 blocks.append(match.group(2).rstrip())
         else:
             other_labels.append(label)
+    if blocks and _is_only_comments("\n".join(blocks)):
+        return ParseFailure(_thought_before(text, first_start or 0),
+                            f"Your code block held only comments, so nothing was done.\n{EXPECTED_FORMAT}")
     if blocks:
         return CodeAction(_thought_before(text, first_start or 0), "\n\n".join(blocks))
     if other_labels:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_codeagent.agent import compaction
-from airflow_codeagent.agent.actions import CodeAction, parse_code_action
+from airflow_codeagent.agent.actions import CodeAction, acted_text, parse_code_action
 from airflow_codeagent.agent.budget import Budget
 from airflow_codeagent.agent.memory import Memory
 from airflow_codeagent.agent.prompts import describe_inputs, describe_value, render_code_prompt
@@ -110,6 +110,7 @@ class CodeAgent:
         max_prompt_tokens: int | None = None,
         compaction: str = "llm",
         keep_recent_steps: int = 2,
+        stop_sequences: Sequence[str] | None = ("Observation:",),
     ) -> None:
         check_limits(max_steps=max_steps, max_run_seconds=max_run_seconds,
                      step_timeout_seconds=step_timeout_seconds, max_input_tokens=max_input_tokens,
@@ -146,6 +147,9 @@ class CodeAgent:
         self.max_prompt_tokens = max_prompt_tokens
         self.compaction = compaction
         self.keep_recent_steps = keep_recent_steps
+        # Ending the reply where the model would start inventing an observation saves output
+        # tokens; a model_kwargs "stop" wins.
+        self.stop_sequences = list(stop_sequences or [])
         self.final_answer_fallback = final_answer_fallback
         self.fallback_timeout_seconds = fallback_timeout_seconds
         self.max_observation_chars = max_observation_chars
@@ -313,6 +317,7 @@ class _Run:
         return None if self.deadline is None else self.deadline - time.monotonic()
 
     def _loop(self) -> tuple[RunStatus, str | None]:
+        previous_code: str | None = None
         for index in range(1, self.agent.max_steps + 1):
             if self.agent.cancel_requested:
                 return RunStatus.ERROR, "run cancelled"
@@ -328,12 +333,15 @@ class _Run:
                 return RunStatus.BUDGET_EXCEEDED, str(refusal)
             action = parse_code_action(completion.text)
             step.thought = action.thought or None
+            acted = acted_text(completion.text)  # what the model imagined after its code is dropped
             if isinstance(action, CodeAction):
+                repeated = action.code == previous_code
                 observation = self._execute(step, action.code, self._time_left())
-                self.memory.add_observation(index, completion.text, observation)
+                self.memory.add_observation(index, acted, observation, repeated=repeated)
+                previous_code = action.code
             else:
                 step.error = ExecutionError("ParseError", action.message, "").to_dict()
-                self.memory.add_step(index, completion.text, f"Error: {action.message}")
+                self.memory.add_step(index, acted, f"Error: {action.message}")
             self._finish_step(step)
             if step.final_answer_called:
                 self.trace.answer = step.final_answer
@@ -366,9 +374,13 @@ class _Run:
                                       model.model_kwargs.get("max_tokens"), self.prices)
         if plan.refusal:
             raise _BudgetRefusal(plan.refusal)
-        overrides = None if plan.max_tokens is None else {"max_tokens": max(1, plan.max_tokens)}
+        overrides: dict[str, Any] = {}
+        if plan.max_tokens is not None:
+            overrides["max_tokens"] = max(1, plan.max_tokens)
+        if self.agent.stop_sequences and "stop" not in model.model_kwargs:
+            overrides["stop"] = self.agent.stop_sequences
         try:
-            completion = model.complete(messages, deadline=deadline, overrides=overrides,
+            completion = model.complete(messages, deadline=deadline, overrides=overrides or None,
                                         cancel=self.agent._cancel_requested)
         except ModelCallError as exc:
             step.retries = [r.to_dict() for r in exc.retries]

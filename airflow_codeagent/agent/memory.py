@@ -18,7 +18,11 @@ from airflow_codeagent.sandbox.observation import Observation
 _CUT_HINT = "print a slice or a summary to see that part"
 
 
-def format_observation(observation: Observation, limit_chars: int) -> str:
+_REPEATED = ("Note: this code is identical to your previous step's, so it gave the same result. "
+             "Change your approach.")
+
+
+def format_observation(observation: Observation, limit_chars: int, *, repeated: bool = False) -> str:
     """The observation as the model reads it: output, value, or the error to fix."""
     parts: list[str] = []
     if observation.stdout:
@@ -35,7 +39,8 @@ def format_observation(observation: Observation, limit_chars: int) -> str:
         parts.append(text)
     if not parts:
         parts.append("The code ran and printed nothing. Use print() to see values.")
-    return "Observation:\n" + truncate_middle("\n".join(parts), limit_chars, _CUT_HINT)
+    text = truncate_middle("\n".join(parts), limit_chars, _CUT_HINT)
+    return "Observation:\n" + (f"{text}\n{_REPEATED}" if repeated else text)
 
 
 @dataclass(frozen=True)
@@ -75,8 +80,9 @@ class Memory:
     def add_step(self, step: int, model_output: str, observation_text: str) -> None:
         self.turns.append(Turn(step, model_output, observation_text))
 
-    def add_observation(self, step: int, model_output: str, observation: Observation) -> str:
-        text = format_observation(observation, self.max_observation_chars)
+    def add_observation(self, step: int, model_output: str, observation: Observation, *,
+                        repeated: bool = False) -> str:
+        text = format_observation(observation, self.max_observation_chars, repeated=repeated)
         self.add_step(step, model_output, text)
         return text
 

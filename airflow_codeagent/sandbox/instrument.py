@@ -79,15 +79,44 @@ class CompiledCode:
     source_lines: tuple[str, ...]
 
 
-def compile_model_code(source: str, filename: str) -> CompiledCode:
-    """Compile ``source`` under the restricted policy; raise ``RestrictedSyntaxError``."""
+def _rebinds(tree: ast.AST, protected: frozenset[str]) -> list[str]:
+    """Lines where model code would rebind a provided function (a tool, final_answer)."""
+    found = []
+    for node in ast.walk(tree):
+        names: list[tuple[str, int]] = []
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.append((node.id, node.lineno))
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append((node.name, node.lineno))
+        elif isinstance(node, ast.alias):
+            names.append(((node.asname or node.name).split(".")[0], getattr(node, "lineno", 0)))
+        elif isinstance(node, ast.arg):
+            names.append((node.arg, node.lineno))
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.append((node.name, node.lineno))
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            names.extend((n, node.lineno) for n in node.names)
+        found.extend(
+            f"Line {line}: '{name}' is a provided function; do not redefine or shadow it "
+            "(call it, or pick another name)"
+            for name, line in names if name in protected)
+    return found
+
+
+def compile_model_code(source: str, filename: str, protected: frozenset[str] = frozenset()) -> CompiledCode:
+    """Compile ``source`` under the restricted policy; raise ``RestrictedSyntaxError``.
+
+    ``protected`` names (tools, ``final_answer``) may not be rebound: a model
+    that pastes a tool's stub from its prompt would otherwise silently
+    replace the real tool.
+    """
     try:
         tree = ast.parse(source, filename, "exec")
     except SyntaxError as exc:
         where = f"line {exc.lineno}" if exc.lineno else "unknown line"
         text = f": {exc.text.strip()}" if exc.text else ""
         raise RestrictedSyntaxError([f"{exc.msg} ({where}{text})"]) from None
-    errors: list[str] = []
+    errors: list[str] = _rebinds(tree, protected)
     warnings: list[str] = []
     RestrictingNodeTransformer(errors, warnings, {}).visit(tree)
     if errors:

@@ -120,7 +120,8 @@ class RestrictedExecutor:
         started = time.perf_counter()
         state = _StepState(self.output_limit_chars)
         try:
-            compiled = compile_model_code(code, f"<step {self._runs}>")
+            compiled = compile_model_code(code, f"<step {self._runs}>",
+                                          frozenset({*self._tools, FINAL_ANSWER_NAME}))
         except RestrictedSyntaxError as exc:
             return Observation(stdout="", value_repr=None, duration_s=time.perf_counter() - started,
                                error=ExecutionError("SyntaxError", str(exc), ""))

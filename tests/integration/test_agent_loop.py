@@ -496,3 +496,51 @@ def test_journal_replays_paid_calls_and_side_effect_tools_run_once(llm_server):
 
     journal.clear()
     assert journal.store.data == {}
+
+
+def test_code_after_an_invented_observation_is_not_run(llm_server):
+    deleted: list[str] = []
+
+    @tool
+    def delete_partition(day: str) -> str:
+        """Delete one day's partition.
+
+        Args:
+            day: ISO date.
+        """
+        deleted.append(day)
+        return "deleted"
+
+    reply = ("Thought: count first.\n```python\nn = 0\nprint(n)\n```\nObservation: 0\n"
+             "Thought: it is empty, delete it.\n```python\ndelete_partition('2024-01-01')\n```")
+    server = llm_server([reply, code("final_answer(n)")])
+    run = make_agent(server, tools=[delete_partition]).run("Clean up")
+
+    assert deleted == []
+    assert run.trace["steps"][0]["code"] == "n = 0\nprint(n)"
+    assert run.trace["steps"][0]["model_output"] == reply  # the trace keeps what the model wrote
+    assert server.requests[1].messages[2]["content"] == "Thought: count first.\n```python\nn = 0\nprint(n)\n```"
+    assert server.requests[0].body["stop"] == ["Observation:"]
+
+
+def test_redefining_a_tool_or_final_answer_is_refused_with_a_clear_error(llm_server):
+    stub = 'def get_rate(currency: str) -> float:\n    """Exchange rate to EUR."""'
+    server = llm_server([code(stub), code("final_answer = print"), code("final_answer(get_rate('USD'))")])
+    run = make_agent(server).run("Rate")
+
+    first, second = (s["error"] for s in run.trace["steps"][:2])
+    assert first["type"] == "SyntaxError"
+    assert "'get_rate' is a provided function; do not redefine or shadow it" in first["message"]
+    assert "'final_answer' is a provided function" in second["message"]
+    assert run.answer == 0.9
+
+
+def test_comment_only_code_is_a_parse_error_and_repeated_code_is_pointed_out(llm_server):
+    server = llm_server([code("# your code"), code("x = 1\nprint(x)"), code("x = 1\nprint(x)"),
+                         code("final_answer(x)")])
+    run = make_agent(server).run("One")
+
+    assert run.trace["steps"][0]["error"]["type"] == "ParseError"
+    assert "held only comments" in run.trace["steps"][0]["error"]["message"]
+    assert "identical to your previous step" not in server.requests[2].messages[-1]["content"]
+    assert "identical to your previous step" in server.requests[3].messages[-1]["content"]
