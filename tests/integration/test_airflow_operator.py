@@ -169,33 +169,66 @@ def test_non_json_answer_is_sent_back_to_the_model_to_fix(llm, test_dags, xcoms)
     assert "NotPlainData" in llm.requests[1].messages[-1]["content"]
 
 
-def test_killed_task_still_shows_the_steps_it_finished(llm, xcoms, tmp_path):
-    """`airflow dags test` in a subprocess, SIGKILLed while the model 'thinks' about step 3."""
-    llm.reset([code("a = 1\nprint('one')"), code("b = 2\nprint('two')"), Reply(code("final_answer(3)"), delay_s=60)])
-    process = subprocess.Popen(
-        [sys.executable, "-m", "airflow", "dags", "test", "test_agent_pipeline", "2024-03-02"],
-        stdout=(tmp_path / "out.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+def _start_dags_test(dag_id: str, logical_date: str, log_path):
+    return subprocess.Popen(
+        [sys.executable, "-m", "airflow", "dags", "test", dag_id, logical_date],
+        stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
-    try:
-        deadline = time.monotonic() + 120
-        while len(llm.requests) < 3:
-            assert process.poll() is None, (tmp_path / "out.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the agent never reached step 3"
-            time.sleep(0.1)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
+
+def _wait_for_requests(server, count: int, process, log_path) -> None:
+    deadline = time.monotonic() + 120
+    while len(server.requests) < count:
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, "the agent never made that many model calls"
+        time.sleep(0.1)
+
+
+def _run_id(dag_id: str, logical_date) -> str:
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        run = session.query(DagRun).filter(DagRun.dag_id == "test_agent_pipeline",
-                                           DagRun.logical_date == pendulum.datetime(2024, 3, 2, tz="UTC")).one()
-        run_id = run.run_id
+        return session.query(DagRun).filter(DagRun.dag_id == dag_id,
+                                            DagRun.logical_date == logical_date).one().run_id
+
+
+def test_killed_task_still_shows_the_steps_it_finished(llm, xcoms, tmp_path):
+    """`airflow dags test` in a subprocess, SIGKILLed while the model 'thinks' about step 3."""
+    llm.reset([code("a = 1\nprint('one')"), code("b = 2\nprint('two')"), Reply(code("final_answer(3)"), delay_s=60)])
+    log_path = tmp_path / "out.log"
+    process = _start_dags_test("test_agent_pipeline", "2024-03-02", log_path)
+    try:
+        _wait_for_requests(llm, 3, process, log_path)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    run_id = _run_id("test_agent_pipeline", pendulum.datetime(2024, 3, 2, tz="UTC"))
     trace = xcoms("test_agent_pipeline", run_id)[("agent", "codeagent_trace", -1)]
     assert trace["status"] == "running"
     assert [s["stdout"] for s in trace["steps"]] == ["one\n", "two\n"]
+
+
+def test_sigterm_stops_the_agent_mid_call_and_records_why(llm, xcoms, tmp_path):
+    """SIGTERM (what a task kill sends) reaches on_kill: the in-flight call is abandoned at once."""
+    llm.reset([code("a = 1"), Reply(code("final_answer(a)"), delay_s=600)])
+    log_path = tmp_path / "out.log"
+    process = _start_dags_test("test_agent_pipeline", "2024-03-03", log_path)
+    try:
+        _wait_for_requests(llm, 2, process, log_path)
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=120)  # far below the 600 s the model would take
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    run_id = _run_id("test_agent_pipeline", pendulum.datetime(2024, 3, 3, tz="UTC"))
+    trace = xcoms("test_agent_pipeline", run_id)[("agent", "codeagent_trace", -1)]
+    assert trace["status"] == "error" and trace["error"] == "run cancelled"
+    assert trace["steps"][0]["code"] == "a = 1"
+    assert trace["steps"][1]["error"]["message"] == "model call abandoned: the run was cancelled"
 
 
 def test_trace_command_prints_a_task_trace_from_the_db(llm, test_dags):

@@ -1,8 +1,10 @@
-"""The shipped example DAGs parse, and the reconciliation example runs end to end."""
+"""The shipped example DAGs parse, and two of them run end to end against the scripted model."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 
 import pendulum
@@ -20,6 +22,24 @@ def example_dags(airflow_db):
     return DagBag(str(EXAMPLE_DAGS))
 
 
+@contextlib.contextmanager
+def scripted_connection(replies):
+    """The default connection pointed at a scripted server for the duration of one DAG run."""
+    from airflow_codeagent.testing.scripted_llm import ScriptedLLMServer
+
+    with ScriptedLLMServer(replies) as server:
+        previous = os.environ.get("AIRFLOW_CONN_LITELLM_DEFAULT")
+        os.environ["AIRFLOW_CONN_LITELLM_DEFAULT"] = json.dumps({
+            "conn_type": "litellm", "host": server.api_base, "extra": {"model": "openai/scripted"}})
+        try:
+            yield server
+        finally:
+            if previous is None:
+                del os.environ["AIRFLOW_CONN_LITELLM_DEFAULT"]
+            else:
+                os.environ["AIRFLOW_CONN_LITELLM_DEFAULT"] = previous
+
+
 def test_every_example_dag_parses(example_dags):
     assert example_dags.import_errors == {}
     assert set(example_dags.dag_ids) == {
@@ -30,11 +50,7 @@ def test_every_example_dag_parses(example_dags):
         assert agent_tasks, f"{dag.dag_id} has no agent task"
 
 
-def test_reconcile_example_runs_extract_agent_load(example_dags, xcoms, tmp_path):
-    from airflow_codeagent.testing.scripted_llm import ScriptedLLMServer
-
-    import os
-
+def test_reconcile_example_runs_extract_agent_load(example_dags, xcoms):
     replies = [
         "Thought: sum payments per order.\n```python\n"
         "paid = {}\nfor p in payments:\n    paid[p['order_id']] = paid.get(p['order_id'], 0) + p['amount']\n"
@@ -45,18 +61,9 @@ def test_reconcile_example_runs_extract_agent_load(example_dags, xcoms, tmp_path
         "missing = sorted(o['order_id'] for o in orders if o['order_id'] not in paid)\n"
         "final_answer({'unsettled': unsettled, 'missing_payment': missing})\n```",
     ]
-    with ScriptedLLMServer(replies) as server:
-        previous = os.environ.get("AIRFLOW_CONN_LITELLM_DEFAULT")
-        os.environ["AIRFLOW_CONN_LITELLM_DEFAULT"] = json.dumps({
-            "conn_type": "litellm", "host": server.api_base, "extra": {"model": "openai/scripted"}})
-        try:
-            dag_run = example_dags.get_dag("codeagent_reconcile_orders").test(
-                logical_date=pendulum.datetime(2024, 5, 1, tz="UTC"))
-        finally:
-            if previous is None:
-                del os.environ["AIRFLOW_CONN_LITELLM_DEFAULT"]
-            else:
-                os.environ["AIRFLOW_CONN_LITELLM_DEFAULT"] = previous
+    with scripted_connection(replies) as server:
+        dag_run = example_dags.get_dag("codeagent_reconcile_orders").test(
+            logical_date=pendulum.datetime(2024, 5, 1, tz="UTC"))
 
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert states == {"extract_orders": "success", "extract_payments": "success",
@@ -67,3 +74,22 @@ def test_reconcile_example_runs_extract_agent_load(example_dags, xcoms, tmp_path
     path = Path(values[("load_report", "return_value", -1)])
     assert json.loads(path.read_text()) == report
     assert "Reconcile orders against payments for 2024-05-01" in server.requests[0].messages[1]["content"]
+
+
+def test_triage_example_fans_out_one_agent_per_ticket(example_dags, xcoms):
+    reply = ("Thought: look up the plan and decide.\n```python\n"
+             "plan = account(ticket['customer'])['plan']\ntext = ticket['text'].lower()\n"
+             "if plan == 'enterprise' and ('down' in text or 'outage' in text):\n    priority = 'P1'\n"
+             "elif plan in ('pro', 'enterprise'):\n    priority = 'P2'\nelse:\n    priority = 'P3'\n"
+             "final_answer({'id': ticket['id'], 'priority': priority})\n```")
+    with scripted_connection([reply] * 3):
+        dag_run = example_dags.get_dag("codeagent_ticket_triage").test(
+            logical_date=pendulum.datetime(2024, 5, 2, tz="UTC"))
+
+    states = {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
+    assert states == {("tickets", -1): "success", ("triage", 0): "success", ("triage", 1): "success",
+                      ("triage", 2): "success", ("summarize", -1): "success"}
+    values = xcoms(dag_run.dag_id, dag_run.run_id)
+    assert values[("summarize", "return_value", -1)] == {"P1": [1], "P2": [3], "P3": [2]}
+    for index in range(3):
+        assert values[("triage", "codeagent_trace", index)]["inputs"]["ticket"].startswith("dict with 3 keys")

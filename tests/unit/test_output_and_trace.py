@@ -46,3 +46,25 @@ def test_to_json_native_keeps_data_and_reprs_the_rest():
     assert to_json_native({"a": (1, 2), "c": Thing(), "d": float("nan")}) == \
         {"a": [1, 2], "c": "Thing()", "d": "nan"}
     json.dumps(to_json_native({"x": {1, 2}}))
+
+
+def test_fit_to_size_cuts_long_fields_first_then_middle_steps_with_markers():
+    from airflow_codeagent.agent.trace import fit_to_size
+
+    def step(i: int, size: int) -> dict:
+        return {"index": i, "stdout": f"s{i}-" + "x" * size, "model_output": "m" * size, "code": "c",
+                "thought": "t", "value": None}
+
+    document = {"steps": [step(i, 30_000) for i in range(1, 4)], "task": "keep me"}
+    fitted = fit_to_size(document, 100_000)
+    assert len(json.dumps(fitted)) <= 100_000
+    assert [s["index"] for s in fitted["steps"]] == [1, 2, 3]
+    assert "characters cut: trace size cap" in fitted["steps"][0]["stdout"]
+    assert fitted["steps"][0]["stdout"].startswith("s1-")
+
+    many = {"steps": [step(i, 1_000) for i in range(1, 200)], "task": "keep me"}
+    fitted = fit_to_size(many, 20_000)
+    assert len(json.dumps(fitted)) <= 20_000
+    assert fitted["steps"][0]["index"] == 1 and fitted["steps"][-1]["index"] == 199
+    assert fitted["steps_omitted"] == 199 - len(fitted["steps"])
+    assert document["steps"][0]["stdout"].endswith("x" * 100)  # the input is not modified
