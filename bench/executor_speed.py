@@ -153,10 +153,14 @@ def _checked(run: Callable[..., Any]) -> Callable[[str], Any]:
     return checked
 
 
-def _timed(func: Callable[[], Any]) -> float:
+def _timed(func: Callable[..., Any], *args: Any) -> float:
     started = time.perf_counter()
-    func()
+    func(*args)
     return time.perf_counter() - started
+
+
+def _start_and_step(runner: Runner, stack: ExitStack) -> None:
+    runner.start(stack)(TRIVIAL)
 
 
 def measure(runners: list[Runner], loop_code: str, *, trivial_reps: int, tool_reps: int, loop_reps: int,
@@ -168,23 +172,23 @@ def measure(runners: list[Runner], loop_code: str, *, trivial_reps: int, tool_re
         for _ in range(startup_reps):
             for runner in runners:
                 with ExitStack() as own:
-                    samples[runner.name]["startup"].append(_timed(lambda: runner.start(own)(TRIVIAL)))
+                    samples[runner.name]["startup"].append(_timed(_start_and_step, runner, own))
         warm = {r.name: r.start(stack) for r in runners}
         for run in warm.values():
             run(TRIVIAL)
             run(WITH_TOOLS)
         for _ in range(trivial_reps):
             for name, run in warm.items():
-                samples[name]["trivial"].append(_timed(lambda: run(TRIVIAL)))
+                samples[name]["trivial"].append(_timed(run, TRIVIAL))
         for _ in range(tool_reps):
             for name, run in warm.items():
-                samples[name]["tools"].append(_timed(lambda: run(WITH_TOOLS)))
-                samples[name]["no_tools"].append(_timed(lambda: run(WITHOUT_TOOLS)))
+                samples[name]["tools"].append(_timed(run, WITH_TOOLS))
+                samples[name]["no_tools"].append(_timed(run, WITHOUT_TOOLS))
         for rep in range(loop_reps):
             for runner in runners:
                 if runner.slow and rep >= slow_loop_reps:
                     continue
-                samples[runner.name]["loop"].append(_timed(lambda: warm[runner.name](loop_code)))
+                samples[runner.name]["loop"].append(_timed(warm[runner.name], loop_code))
     results = {}
     for name, kinds in samples.items():
         med = {kind: statistics.median(values) for kind, values in kinds.items() if values}

@@ -101,3 +101,85 @@ def parse_code_action(text: str) -> CodeAction | ParseFailure:
     else:
         message = "Your reply had no code block, so nothing was executed."
     return ParseFailure(_thought_before(text, len(text)), f"{message}\n{EXPECTED_FORMAT}")
+
+
+# -- JSON tool-call mode -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ToolCallAction:
+    """One tool call, the whole action of a step in JSON mode."""
+
+    thought: str
+    name: str
+    arguments: dict
+    call_id: str | None = None  # set for native tool calls, echoed in the tool message
+
+    def as_json(self) -> str:
+        return json.dumps({"tool": self.name, "arguments": self.arguments}, ensure_ascii=False)
+
+
+EXPECTED_TOOL_CALL = (
+    'Reply with one JSON object and nothing else: {"thought": "...", "tool": "<tool name>", '
+    '"arguments": {...}}. To finish, call the tool final_answer with {"answer": <value>}.'
+)
+
+_JSON_FENCE = re.compile(r"```(?:json)?\s*\n(.*?)(?:\n\s*```|\Z)", re.DOTALL)
+
+
+def _first_json_object(text: str) -> dict | None:
+    candidates = [m.group(1) for m in _JSON_FENCE.finditer(text)] + [text]
+    decoder = json.JSONDecoder()
+    for candidate in candidates:
+        start = candidate.find("{")
+        while start != -1:
+            try:
+                value, _ = decoder.raw_decode(candidate[start:])
+            except ValueError:
+                start = candidate.find("{", start + 1)
+                continue
+            if isinstance(value, dict):
+                return value
+            start = candidate.find("{", start + 1)
+    return None
+
+
+def parse_tool_call(text: str, native_calls: tuple[dict[str, str], ...] = ()) -> ToolCallAction | ParseFailure:
+    """A native tool call if the provider returned one, else the JSON object in the text."""
+    text = acted_text(text)
+    if native_calls:
+        call = native_calls[0]
+        try:
+            arguments = json.loads(call["arguments"] or "{}")
+        except ValueError as exc:
+            return ParseFailure(text.strip(), f"The arguments of your {call['name']} call are not valid "
+                                              f"JSON ({exc}).\n{EXPECTED_TOOL_CALL}")
+        if not isinstance(arguments, dict):
+            return ParseFailure(text.strip(), f"Tool arguments must be a JSON object.\n{EXPECTED_TOOL_CALL}")
+        return ToolCallAction(text.strip(), call["name"], arguments, call["id"])
+    data = _first_json_object(text)
+    if data is None:
+        message = "Your reply was empty." if not text.strip() else "Your reply had no JSON object."
+        return ParseFailure(text.strip(), f"{message}\n{EXPECTED_TOOL_CALL}")
+    name = data.get("tool") or data.get("name") or data.get("action")
+    arguments = data.get("arguments", data.get("action_input", data.get("args", {})))
+    if not isinstance(name, str) or not name:
+        return ParseFailure(text.strip(), f'Your JSON object had no "tool" name.\n{EXPECTED_TOOL_CALL}')
+    if not isinstance(arguments, dict):
+        return ParseFailure(text.strip(), f'"arguments" must be a JSON object.\n{EXPECTED_TOOL_CALL}')
+    thought = data.get("thought")
+    return ToolCallAction(thought if isinstance(thought, str) else "", name, arguments)
+
+
+def parse_json_code(text: str) -> CodeAction | ParseFailure:
+    """``code_format="json"``: the whole reply must be {"thought": ..., "code": ...}."""
+    data = _first_json_object(text)
+    if data is None or not isinstance(data.get("code"), str):
+        return ParseFailure(text.strip(), 'Reply with one JSON object and nothing else: '
+                                          '{"thought": "<one sentence>", "code": "<python code>"}. '
+                                          "Call final_answer(result) in the code when you are done.")
+    code = data["code"].strip("\n")
+    thought = data.get("thought")
+    if not code.strip() or _is_only_comments(code):
+        return ParseFailure(thought if isinstance(thought, str) else "",
+                            'Your "code" was empty or only comments, so nothing was done.')
+    return CodeAction(thought if isinstance(thought, str) else "", code)

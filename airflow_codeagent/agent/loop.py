@@ -7,6 +7,7 @@ time, the model API down) and keep what it did until then.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -15,15 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_codeagent.agent import compaction
-from airflow_codeagent.agent.actions import CodeAction, acted_text, parse_code_action
+from airflow_codeagent.agent.actions import CodeAction, ParseFailure, ToolCallAction, acted_text
 from airflow_codeagent.agent.budget import Budget
 from airflow_codeagent.agent.memory import Memory
-from airflow_codeagent.agent.prompts import describe_inputs, describe_value, render_code_prompt
+from airflow_codeagent.agent.modes import CodeMode, JsonMode, action_mode
+from airflow_codeagent.agent.prompts import describe_inputs, describe_value
 from airflow_codeagent.agent.replay import CallJournal, SideEffectLedger, request_fingerprint
 from airflow_codeagent.agent.trace import Redactor, RunStatus, Step, StepKind, Trace, now_iso
+from airflow_codeagent.agent.truncation import truncate_middle
 from airflow_codeagent.models.completion import Completion, LiteLLMModel, ModelCallError
 from airflow_codeagent.models.retry import RetryPolicy
-from airflow_codeagent.sandbox.observation import ExecutionError, Observation
+from airflow_codeagent.sandbox.observation import ExecutionError, Observation, ToolCall
+from airflow_codeagent.sandbox.plain_data import NotPlainData, to_plain_data
 from airflow_codeagent.sandbox.policy import DEFAULT_AUTHORIZED_IMPORTS
 from airflow_codeagent.sandbox.executor import Executor, executor_factory
 from airflow_codeagent.tools.base import Tool, as_tool
@@ -111,6 +115,9 @@ class CodeAgent:
         compaction: str = "llm",
         keep_recent_steps: int = 2,
         stop_sequences: Sequence[str] | None = ("Observation:",),
+        action_mode: str = "code",
+        code_format: str = "markdown",
+        parse_retries: int = 0,
     ) -> None:
         check_limits(max_steps=max_steps, max_run_seconds=max_run_seconds,
                      step_timeout_seconds=step_timeout_seconds, max_input_tokens=max_input_tokens,
@@ -130,6 +137,10 @@ class CodeAgent:
         if max_cost_usd is not None:
             _require_known_price(self.model)
         self.tools = [as_tool(t) for t in tools]
+        self.mode = action_mode_for(action_mode, code_format, self.model, self.tools)
+        if not isinstance(parse_retries, int) or parse_retries < 0:
+            raise ValueError(f"parse_retries must be an integer >= 0, got {parse_retries!r}")
+        self.parse_retries = parse_retries
         names = [t.name for t in self.tools]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -194,6 +205,8 @@ class CodeAgent:
             "max_prompt_tokens": self.prompt_budget(),
             "compaction": self.compaction,
             "sandbox": self.sandbox,
+            "code_format": getattr(self.mode, "code_format", None),
+            "parse_retries": self.parse_retries,
         }
 
     def cancel(self) -> None:
@@ -218,8 +231,9 @@ class CodeAgent:
         inputs = dict(inputs or {})
         self._cancel_requested.clear()
         ledger = SideEffectLedger(journal)
+        tool_functions = {t.name: _gated(t, ledger) if t.side_effect else t.func for t in self.tools}
         executor = self._executor_factory(
-            tools={t.name: _gated(t, ledger) if t.side_effect else t.func for t in self.tools},
+            tools=tool_functions,
             variables=inputs,
             authorized_imports=self.authorized_imports,
             step_timeout_s=self.step_timeout_seconds,
@@ -229,20 +243,25 @@ class CodeAgent:
         self._executor = executor
         input_descriptions = describe_inputs(inputs)
         trace = Trace(
-            task=task, model=self.model.model, action_mode="code", limits=self.limits(),
+            task=task, model=self.model.model, action_mode=self.mode.name, limits=self.limits(),
             tools=[t.name for t in self.tools], inputs=input_descriptions,
             redactor=Redactor(self._secrets),
         )
         memory = Memory(
-            render_code_prompt(self.tools, input_descriptions, executor.authorized_imports,
-                               self.instructions),
+            self.mode.system_prompt(self.tools, input_descriptions, executor.authorized_imports,
+                                    self.instructions),
             task, self.max_observation_chars,
         )
         try:
-            return _Run(self, executor, trace, memory, on_step, journal, ledger).execute()
+            return _Run(self, executor, trace, memory, on_step, journal, ledger, tool_functions).execute()
         finally:
             executor.close()
             self._executor = None
+
+
+def action_mode_for(name: str, code_format: str, model: LiteLLMModel,
+                    tools: Sequence[Tool]) -> CodeMode | JsonMode:
+    return action_mode(name, code_format, model, tools)
 
 
 def compaction_methods() -> tuple[str, ...]:
@@ -271,7 +290,8 @@ class _Run:
 
     def __init__(self, agent: CodeAgent, executor: Executor, trace: Trace, memory: Memory,
                  on_step: StepCallback | None, journal: CallJournal | None,
-                 ledger: SideEffectLedger) -> None:
+                 ledger: SideEffectLedger, tool_functions: Mapping[str, Callable[..., Any]]) -> None:
+        self.tool_functions = tool_functions
         self.journal = journal
         self.ledger = ledger
         self.agent = agent
@@ -326,19 +346,21 @@ class _Run:
             step = Step(index=index, kind=StepKind.ACTION, started_at=now_iso())
             try:
                 self._compact_if_needed(index)
-                completion = self._call_model(self.memory.messages(), step, self.deadline, str(index))
+                completion, action = self._act(self.memory.messages(), step, self.deadline, str(index))
             except ModelCallError as exc:
                 return self._model_failure(step, exc)
             except _BudgetRefusal as refusal:
                 return RunStatus.BUDGET_EXCEEDED, str(refusal)
-            action = parse_code_action(completion.text)
             step.thought = action.thought or None
-            acted = acted_text(completion.text)  # what the model imagined after its code is dropped
+            acted = acted_text(completion.text)  # what the model imagined after its action is dropped
             if isinstance(action, CodeAction):
                 repeated = action.code == previous_code
                 observation = self._execute(step, action.code, self._time_left())
                 self.memory.add_observation(index, acted, observation, repeated=repeated)
                 previous_code = action.code
+            elif isinstance(action, ToolCallAction):
+                text = self._call_tool(step, action)
+                self.memory.add_step(index, acted, text, tool_call=_native_call(action))
             else:
                 step.error = ExecutionError("ParseError", action.message, "").to_dict()
                 self.memory.add_step(index, acted, f"Error: {action.message}")
@@ -356,6 +378,59 @@ class _Run:
     def _run_deadline_passed(self) -> bool:
         left = self._time_left()
         return left is not None and left <= 0
+
+    def _act(self, messages: list[dict[str, Any]], step: Step, deadline: float | None,
+             slot: str) -> tuple[Completion, CodeAction | ToolCallAction | ParseFailure]:
+        """Ask the model and parse its action; re-ask up to ``parse_retries`` times in this step."""
+        completion = self._call_model(messages, step, deadline, slot)
+        action = self.agent.mode.parse(completion)
+        for attempt in range(1, self.agent.parse_retries + 1):
+            if not isinstance(action, ParseFailure):
+                break
+            step.rejected_outputs.append(completion.text)
+            messages = [*messages, {"role": "assistant", "content": completion.text},
+                        {"role": "user", "content": f"Error: {action.message}"}]
+            completion = self._call_model(messages, step, deadline, f"{slot}.retry{attempt}")
+            action = self.agent.mode.parse(completion)
+        return completion, action
+
+    def _call_tool(self, step: Step, action: ToolCallAction) -> str:
+        """JSON mode: run one tool in the worker and describe its result for the model."""
+        step.code = action.as_json()
+        started = time.perf_counter()
+        if action.name == "final_answer":
+            if "answer" not in action.arguments:
+                return self._tool_error(step, 'final_answer needs {"answer": <value>}')
+            try:
+                step.final_answer = to_plain_data(action.arguments["answer"])
+            except NotPlainData as exc:  # JSON is plain data, but a native call may carry NaN
+                return self._tool_error(step, str(exc))
+            step.final_answer_called = True
+            step.execution_s = time.perf_counter() - started
+            return "Observation: final answer recorded."
+        func = self.tool_functions.get(action.name)
+        if func is None:
+            known = ", ".join([*self.tool_functions, "final_answer"])
+            return self._tool_error(step, f"there is no tool named {action.name!r}; the tools are: {known}")
+        arguments = ", ".join(f"{k}={v!r}" for k, v in action.arguments.items())
+        try:
+            result = func(**action.arguments)
+        except Exception as exc:  # noqa: BLE001 - a tool's failure is the model's observation
+            duration = time.perf_counter() - started
+            step.tool_calls.append(ToolCall(action.name, arguments, duration, None,
+                                            f"{type(exc).__name__}: {exc}").to_dict())
+            return self._tool_error(step, f"{type(exc).__name__}: {exc}")
+        text = repr(result)
+        step.tool_calls.append(ToolCall(action.name, arguments, time.perf_counter() - started,
+                                        len(text), None).to_dict())
+        step.value = text
+        step.execution_s = time.perf_counter() - started
+        return "Observation:\n" + truncate_middle(text, self.agent.max_observation_chars,
+                                                   "ask for less, e.g. a filter or a page")
+
+    def _tool_error(self, step: Step, message: str) -> str:
+        step.error = ExecutionError("ToolError", message, "").to_dict()
+        return f"Observation:\nError: {message}\nFix the call and try again."
 
     def _call_model(self, messages: list[dict[str, Any]], step: Step, deadline: float | None,
                     slot: str) -> Completion:
@@ -379,6 +454,7 @@ class _Run:
             overrides["max_tokens"] = max(1, plan.max_tokens)
         if self.agent.stop_sequences and "stop" not in model.model_kwargs:
             overrides["stop"] = self.agent.stop_sequences
+        overrides.update(self.agent.mode.request_overrides())
         try:
             completion = model.complete(messages, deadline=deadline, overrides=overrides or None,
                                         cancel=self.agent._cancel_requested)
@@ -466,8 +542,9 @@ class _Run:
                     started_at=now_iso())
         deadline = time.monotonic() + self.agent.fallback_timeout_seconds
         try:
-            completion = self._call_model(self.memory.final_answer_request(reason), step, deadline,
-                                          "fallback")
+            completion, action = self._act(
+                self.memory.final_answer_request(reason, self.agent.mode.final_answer_how()),
+                step, deadline, "fallback")
         except ModelCallError as exc:
             step.error = ExecutionError("ModelCallError", str(exc), "").to_dict()
             self._finish_step(step)
@@ -475,16 +552,23 @@ class _Run:
         except _BudgetRefusal as refusal:
             log.info("no final-answer fallback call: %s", refusal)
             return
-        action = parse_code_action(completion.text)
         step.thought = action.thought or None
         if isinstance(action, CodeAction):
             self._execute(step, action.code, self.agent.fallback_timeout_seconds)
+        elif isinstance(action, ToolCallAction):
+            self._call_tool(step, action)
         else:
             step.error = ExecutionError("ParseError", action.message, "").to_dict()
         if step.final_answer_called:
             self.trace.answer = step.final_answer
             self.trace.answer_source = "fallback"
         self._finish_step(step)
+
+
+def _native_call(action: ToolCallAction) -> dict[str, str] | None:
+    if action.call_id is None:
+        return None
+    return {"id": action.call_id, "name": action.name, "arguments": json.dumps(action.arguments)}
 
 
 def _gated(tool: Tool, ledger: SideEffectLedger) -> Callable[..., Any]:

@@ -45,15 +45,26 @@ def format_observation(observation: Observation, limit_chars: int, *, repeated: 
 
 @dataclass(frozen=True)
 class Turn:
-    """One step as the model saw it: its reply and the observation that answered it."""
+    """One step as the model saw it: its reply and the observation that answered it.
+
+    ``tool_call`` is set for a native tool call: the reply and the observation
+    then travel as an assistant ``tool_calls`` message and a ``tool`` message.
+    """
 
     step: int
     model_output: str
     observation: str
+    tool_call: dict[str, str] | None = None
 
     def messages(self) -> list[dict[str, Any]]:
-        return [{"role": "assistant", "content": self.model_output},
-                {"role": "user", "content": self.observation}]
+        if self.tool_call is None:
+            return [{"role": "assistant", "content": self.model_output},
+                    {"role": "user", "content": self.observation}]
+        call = self.tool_call
+        return [{"role": "assistant", "content": self.model_output or None,
+                 "tool_calls": [{"id": call["id"], "type": "function",
+                                 "function": {"name": call["name"], "arguments": call["arguments"]}}]},
+                {"role": "tool", "tool_call_id": call["id"], "content": self.observation}]
 
 
 @dataclass
@@ -77,8 +88,9 @@ class Memory:
             messages.extend(turn.messages())
         return messages
 
-    def add_step(self, step: int, model_output: str, observation_text: str) -> None:
-        self.turns.append(Turn(step, model_output, observation_text))
+    def add_step(self, step: int, model_output: str, observation_text: str, *,
+                 tool_call: dict[str, str] | None = None) -> None:
+        self.turns.append(Turn(step, model_output, observation_text, tool_call))
 
     def add_observation(self, step: int, model_output: str, observation: Observation, *,
                         repeated: bool = False) -> str:
@@ -96,13 +108,10 @@ class Memory:
         self.summary = summary
         self.summarized_through = turns[-1].step
 
-    def final_answer_request(self, reason: str) -> list[dict[str, Any]]:
+    def final_answer_request(self, reason: str, how: str) -> list[dict[str, Any]]:
         """Messages for the one last call that asks for the best answer so far."""
         return [*self.messages(), {
             "role": "user",
-            "content": (
-                f"{reason} Do not explore further. Using the variables and results you already "
-                "have, give your best final answer now: reply with one short ```python code block "
-                "that calls final_answer(...)."
-            ),
+            "content": (f"{reason} Do not explore further. Using what you already have, give your "
+                        f"best final answer now: {how}"),
         }]

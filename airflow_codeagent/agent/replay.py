@@ -74,12 +74,14 @@ class CallJournal:
             return None
         data = dict(record["completion"])
         data["retries"] = ()
+        data["tool_calls"] = tuple(data.get("tool_calls", ()))
         return Completion(**data), list(record.get("tool_results", []))
 
     def record(self, slot: str, fingerprint: str, completion: Completion,
                tool_results: Sequence[Any] = ()) -> None:
         data = asdict(completion)
         data["retries"] = []
+        data["tool_calls"] = [dict(call) for call in completion.tool_calls]
         self.store.set(_KEY_PREFIX + slot, {"fingerprint": fingerprint, "completion": data,
                                             "tool_results": list(tool_results)})
         slots = self.store.get(_INDEX_KEY, []) or []

@@ -146,6 +146,7 @@ class Step:
     retries: list[dict[str, Any]] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     replayed: bool = False
+    rejected_outputs: list[str] = field(default_factory=list)  # replies re-asked for (parse_retries)
 
     def to_dict(self, max_field_chars: int) -> dict[str, Any]:
         def cap(text: str | None) -> str | None:
@@ -173,6 +174,7 @@ class Step:
             "retries": self.retries,
             "tool_calls": self.tool_calls,
             "replayed": self.replayed,
+            "rejected_outputs": [cap(text) for text in self.rejected_outputs],
         }
 
 

@@ -58,6 +58,8 @@ class Completion:
     model: str
     finish_reason: str | None = None
     retries: tuple[RetryRecord, ...] = field(default_factory=tuple)
+    # Native tool calls, each {"id", "name", "arguments"} with arguments as the JSON text sent.
+    tool_calls: tuple[dict[str, str], ...] = field(default_factory=tuple)
 
 
 def _call_cancellable(call: Callable[[], Any], cancel: threading.Event | None) -> Any:
@@ -177,6 +179,17 @@ class LiteLLMModel:
             return None
         return float(info["input_cost_per_token"]), float(info["output_cost_per_token"])
 
+    def supports(self, capability: str) -> bool:
+        """Whether litellm knows the model to support ``function_calling`` or ``response_schema``."""
+        import litellm
+
+        check = {"function_calling": litellm.supports_function_calling,
+                 "response_schema": litellm.supports_response_schema}[capability]
+        try:
+            return bool(check(model=self.model))
+        except Exception:  # noqa: BLE001 - an unmapped model: assume not
+            return False
+
     def _model_info(self) -> dict[str, Any] | None:
         import litellm
 
@@ -263,6 +276,10 @@ class LiteLLMModel:
 
         choice = response.choices[0]
         text = choice.message.content or ""
+        tool_calls = tuple(
+            {"id": call.id or f"call_{index}", "name": call.function.name or "",
+             "arguments": call.function.arguments or "{}"}
+            for index, call in enumerate(getattr(choice.message, "tool_calls", None) or []))
         usage = getattr(response, "usage", None)
         input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -282,4 +299,5 @@ class LiteLLMModel:
             model=getattr(response, "model", None) or self.model,
             finish_reason=getattr(choice, "finish_reason", None),
             retries=tuple(retries),
+            tool_calls=tool_calls,
         )

@@ -50,7 +50,7 @@ NETWORK_NAMESPACE = "network namespace"
 NETWORK_PYTHON_ONLY = "python socket block"
 
 _VARIABLE_JSON_LIMIT = 1 << 20
-_VARIABLES_TIME_LIMIT_S = 5.0
+_VARIABLE_ITEMS_LIMIT = 100_000
 
 
 class Channel:
@@ -245,16 +245,18 @@ def _result_message(executor: RestrictedExecutor, code: str, time_limit_s: float
     return data
 
 
-def _variables_message(executor: RestrictedExecutor) -> dict[str, Any]:
+def _variables_message(executor: RestrictedExecutor, time_limit_s: float) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    executor.clock.start(_VARIABLES_TIME_LIMIT_S, "listing variables took too long")
+    executor.clock.start(time_limit_s, "listing variables took too long")
     try:
         for name, value in executor.variables().items():
             try:
-                encoded = protocol.encode(value)
-                if len(protocol.dumps({"op": "v", "v": encoded})) <= _VARIABLE_JSON_LIMIT:
-                    values[name] = {"value": encoded}
-                    continue
+                # Encoding is not interruptible: big containers go straight to the bounded repr.
+                if not (hasattr(value, "__len__") and len(value) > _VARIABLE_ITEMS_LIMIT):
+                    encoded = protocol.encode(value)
+                    if len(protocol.dumps({"op": "v", "v": encoded})) <= _VARIABLE_JSON_LIMIT:
+                        values[name] = {"value": encoded}
+                        continue
             except BaseException:  # noqa: BLE001 - model-defined objects may do anything
                 pass
             try:
@@ -316,7 +318,7 @@ def serve(config: dict[str, Any], channel: Channel) -> None:
                                        "error": ExecutionError("MemoryError", "", "").to_dict()})
             channel.send_bytes(data)
         elif op == "variables":
-            channel.send(_variables_message(executor))
+            channel.send(_variables_message(executor, float(request.get("time_limit_s") or 5.0)))
         else:
             raise protocol.ProtocolError(f"unknown request {op!r}")
 

@@ -39,7 +39,7 @@ class StepInterrupted(BaseException):
 class StepClock:
     """Deadline and cancellation flag shared by the executor and the ticks."""
 
-    __slots__ = ("_cancelled", "_deadline", "_limit_s", "_reason", "fired", "host_exceptions")
+    __slots__ = ("_cancel_flag", "_cancelled", "_deadline", "_limit_s", "_reason", "fired", "host_exceptions")
 
     def __init__(self, host_exceptions: tuple[type[BaseException], ...] = ()) -> None:
         self.host_exceptions = host_exceptions
@@ -48,6 +48,7 @@ class StepClock:
         self._limit_s: float | None = None
         self._reason = ""
         self._cancelled = threading.Event()
+        self._cancel_flag = False  # what tick reads: an attribute load, cheaper than Event.is_set
 
     def start(self, limit_s: float | None, reason: str) -> None:
         """Arm the clock for one step; ``limit_s=None`` means no deadline."""
@@ -62,6 +63,7 @@ class StepClock:
     def cancel(self) -> None:
         """Stop running model code at its next tick; safe from any thread."""
         self._cancelled.set()
+        self._cancel_flag = True
 
     @property
     def cancelled(self) -> bool:
@@ -71,7 +73,7 @@ class StepClock:
         if time.monotonic() > self._deadline:
             self.fired = self._reason
             raise StepInterrupted(self._reason)
-        if self._cancelled.is_set():
+        if self._cancel_flag:
             self.fired = "run cancelled"
             raise StepInterrupted("run cancelled")
 
@@ -79,6 +81,6 @@ class StepClock:
         """First statement of every ``except`` handler in model code."""
         handled = sys.exc_info()[1]
         if self.host_exceptions and isinstance(handled, self.host_exceptions):
-            self._cancelled.set()
+            self.cancel()
             raise handled
         self.tick()

@@ -46,15 +46,10 @@ class ExecutorFactory(Protocol):
 
 def executor_factory(name: str) -> ExecutorFactory:
     """Look up an executor by the name users pass as ``sandbox=``."""
+    from airflow_codeagent.sandbox.isolated import IsolatedExecutor
     from airflow_codeagent.sandbox.restricted import RestrictedExecutor
 
-    factories: dict[str, ExecutorFactory] = {"restricted": RestrictedExecutor}
-    try:
-        from airflow_codeagent.sandbox.isolated import IsolatedExecutor
-    except ImportError:
-        pass
-    else:
-        factories["isolated"] = IsolatedExecutor
+    factories: dict[str, ExecutorFactory] = {"restricted": RestrictedExecutor, "isolated": IsolatedExecutor}
     try:
         return factories[name]
     except KeyError:

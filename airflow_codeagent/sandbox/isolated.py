@@ -14,7 +14,10 @@ imports rather than copies); underneath:
   log file the host reads when the child dies;
 - **no network**: the child unshares a user + network namespace (or a
   network namespace alone) before anything else; where neither is permitted
-  it refuses socket creation in Python (see ``network_isolation``);
+  it refuses socket creation in Python (see ``network_isolation``). The user
+  namespace also leaves the child no capability in the host's namespace:
+  even the child of a root worker cannot read ``/proc/<worker>/environ`` or
+  its memory, nor raise its own limits again;
 - **limits** via ``setrlimit``: address space (``memory_limit_mb``), file
   size (``file_size_limit_mb``), open files, no core dumps, CPU seconds per
   step (``cpu_limit_s``) and, on request, processes (``process_limit``;
@@ -37,19 +40,24 @@ imports rather than copies); underneath:
 
 Differences from ``RestrictedExecutor`` a caller can see:
 
-- inputs (``variables=``), tool arguments and results, and the final answer
-  must be data: JSON, or tuple, set, frozenset, bytes, datetime, date, time,
-  timedelta, Decimal, complex (``protocol.py`` says how each crosses).
-  A non-data input raises ``ValueError`` naming the input; a non-data final
-  answer does not end the run: the step reports a ``TypeError`` observation
-  that tells the model what to convert (a silently stringified answer would
-  pass a wrong value downstream as a success);
+- inputs (``variables=``) and tool arguments and results must be data: JSON,
+  or tuple, set, frozenset, bytes, datetime, date, time, timedelta, Decimal,
+  complex (``protocol.py`` says how each crosses, keeping the type). A
+  non-data input raises ``ValueError`` naming the input; a non-data tool
+  argument or result raises ``TypeError`` into model code, naming where the
+  offending value sits. The final answer is plain data already
+  (``final_answer()`` refuses anything else, in both executors) and crosses
+  as JSON, coming back equal to what the in-process executor returns;
 - ``variables()`` returns values that could cross as data, and an
   ``OpaqueValue(type, repr)`` for the others (functions, modules, objects);
 - ``ToolCall`` entries are recorded by the host around the real tool call
   (so a child cannot forge them); arguments are described from the decoded
   JSON, which for data is what model code passed;
 - a step killed by the host loses its output and the child's variables;
+  a child that dies on its own (killed from outside, a crash) gives a
+  ``SandboxError`` observation, CPU time exhausted a ``StepInterrupted``
+  one, and an empty ``MemoryError`` names the memory limit; all say that
+  variables were lost where they were;
 - ``Observation.duration_s`` includes the round trip, and on a first step
   (or after a restart) waiting for the child to finish starting.
 
@@ -108,18 +116,24 @@ main(c)
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../airflow_codeagent
 LOST = "the sandbox was restarted and variables from earlier steps are lost"
-_VARIABLES_TIMEOUT_S = 15.0
 _READ_CHUNK = 1 << 16
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                      "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class OpaqueValue:
-    """A sandbox variable that is not data (a function, module, object): its type name and repr."""
+    """A sandbox variable that is not data (a function, module, object): its type name and repr.
+
+    ``repr()`` gives the child's repr of the value, so a description of the
+    variables reads as it would in-process.
+    """
 
     type: str
     repr: str
+
+    def __repr__(self) -> str:
+        return self.repr
 
 
 class SandboxError(RuntimeError):
@@ -149,6 +163,7 @@ class _Child:
         self.ready = False
         self.network: str | None = None
         self.killed = False
+        self.note = ""  # why the host killed it outside a step, for the next step's observation
         self._buffer = bytearray()
         self._scanned = 0
         self._poll = select.poll()
@@ -207,8 +222,8 @@ class _Child:
             except ProcessLookupError:
                 pass
 
-    def kill(self) -> None:
-        """Kill the whole process group, reap the child, close the pipes (idempotent)."""
+    def kill_group(self) -> None:
+        """SIGKILL the child's whole process group (safe from any thread; the pipes stay open)."""
         if not self.killed:
             self.killed = True
             if self.proc.returncode is None:
@@ -216,6 +231,10 @@ class _Child:
                     os.killpg(self.pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
+
+    def kill(self) -> None:
+        """Kill the whole process group, reap the child, close the pipes (idempotent)."""
+        self.kill_group()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -248,16 +267,50 @@ def _drain(fd: int) -> None:
 
 
 class _Resources:
-    """What ``close`` (or garbage collection) releases; holds no reference to the executor."""
+    """What ``close`` (or garbage collection) releases; holds no reference to the executor.
+
+    ``close()`` may come from another thread while ``run`` waits on the pipes:
+    then it only kills the child and wakes the waiting thread, which finishes
+    the release when it leaves ``run`` (closing file descriptors under a
+    thread that polls them could hand it a reused descriptor).
+    """
 
     def __init__(self, base_dir: str, wake_fds: tuple[int, int]) -> None:
         self.base_dir = base_dir
         self.wake_fds = wake_fds
         self.child: _Child | None = None
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
+        self.closed = False
+        self.released = False
+        self.busy = 0
+
+    def enter(self) -> None:
+        with self.lock:
+            if self.closed:
+                raise RuntimeError("this IsolatedExecutor is closed; create a new one")
+            self.busy += 1
+
+    def leave(self) -> None:
+        with self.lock:
+            self.busy -= 1
+            pending = self.closed and not self.released and self.busy == 0
+        if pending:
+            self.release()
 
     def release(self) -> None:
         with self.lock:
+            self.closed = True
+            if self.released:
+                return
+            if self.busy:
+                if self.child is not None:
+                    self.child.kill_group()
+                try:
+                    os.write(self.wake_fds[1], b"!")
+                except OSError:
+                    pass
+                return
+            self.released = True
             child, self.child = self.child, None
         if child is not None:
             child.kill()
@@ -322,7 +375,26 @@ class IsolatedExecutor:
     raised in the host while it waits for the child (such as a timeout
     signal's) kills the child and propagates; the next ``run`` starts a fresh
     child.
+
+    Beyond the in-process executor's parameters:
+
+    - ``memory_limit_mb``: address space of the child (``RLIMIT_AS``); None: unlimited.
+    - ``cpu_limit_s``: CPU seconds per step (``RLIMIT_CPU``, re-armed each step; it
+      also bounds a child whose host died mid-step); None: unlimited.
+    - ``file_size_limit_mb``: largest file the child may write (``RLIMIT_FSIZE``).
+    - ``open_files_limit``: ``RLIMIT_NOFILE``.
+    - ``process_limit``: ``RLIMIT_NPROC``; only meaningful when sandboxes run as a
+      dedicated user, since the kernel counts all of that user's processes and threads.
+    - ``kill_grace_s``: how long past the time limit (or a ``cancel()``) the child may
+      take to stop by itself before it is killed.
+    - ``startup_timeout_s``: how long a starting child may take to import what it needs.
+    - ``max_message_mb``: largest message either side accepts (a final answer, tool
+      arguments or results).
+    - ``python``: the interpreter for the child (default: this one); it must be able
+      to import RestrictedPython and the authorized modules from this one's paths.
     """
+
+    variables_timeout_s = 15.0  # how long ``variables()`` waits for the child
 
     def __init__(
         self,
@@ -386,7 +458,6 @@ class IsolatedExecutor:
         self._res = _Resources(base_dir, (wake_r, wake_w))
         self._finalizer = weakref.finalize(self, self._res.release)
         self._cancelled = False
-        self._closed = False
         self._network: str | None = None
         try:
             self._res.child = self._spawn()  # starts in the background; run() waits for it
@@ -417,18 +488,20 @@ class IsolatedExecutor:
 
     def run(self, code: str, *, time_limit_s: float | None = None) -> Observation:
         """Execute one code action in the child; never raises for anything model code does."""
-        if self._closed:
-            raise RuntimeError("this IsolatedExecutor is closed; create a new one")
-        started = time.perf_counter()
-        limit = _min_limit(self.step_timeout_s, time_limit_s)
-        tool_calls: list[ToolCall] = []
+        self._res.enter()
         try:
-            outcome = self._run_in_child(code, limit, tool_calls)
-        except BaseException:
-            # A host exception (timeout signal, reraise-listed tool error) or a child that
-            # could not start: leave no half-run child behind; the next run starts afresh.
-            self._discard_child(respawn=False)
-            raise
+            started = time.perf_counter()
+            limit = _min_limit(self.step_timeout_s, time_limit_s)
+            tool_calls: list[ToolCall] = []
+            try:
+                outcome = self._run_in_child(code, limit, tool_calls)
+            except BaseException:
+                # A host exception (timeout signal, reraise-listed tool error) or a child that
+                # could not start: leave no half-run child behind; the next run starts afresh.
+                self._discard_child(respawn=False)
+                raise
+        finally:
+            self._res.leave()
         duration = time.perf_counter() - started
         if isinstance(outcome, ExecutionError):
             return Observation(stdout="", value_repr=None, error=outcome, duration_s=duration,
@@ -457,7 +530,7 @@ class IsolatedExecutor:
         later, it is killed.
         """
         self._cancelled = True
-        if self._closed:
+        if self._res.closed:
             return
         try:
             os.write(self._wake_w, b"!")
@@ -466,7 +539,6 @@ class IsolatedExecutor:
 
     def close(self) -> None:
         """Kill the child, remove the scratch directory; the executor is not used afterwards."""
-        self._closed = True
         self._finalizer()
 
     def variables(self) -> dict[str, Any]:
@@ -476,17 +548,26 @@ class IsolatedExecutor:
         others as ``OpaqueValue(type, repr)``. Each call is a round trip to
         the child.
         """
-        if self._closed:
+        if self._res.closed:
             return {}
-        child: _Child | None = None
+        self._res.enter()
         try:
-            child = self._ready_child()
-            child.send(protocol.dumps({"op": "variables"}))
-            deadline = time.monotonic() + _VARIABLES_TIMEOUT_S
+            return self._variables()
+        finally:
+            self._res.leave()
+
+    def _variables(self) -> dict[str, Any]:
+        child = self._ready_child()
+        try:
+            # The child interrupts model-defined __repr__ loops itself well before the host gives up.
+            child.send(protocol.dumps({"op": "variables", "time_limit_s": self.variables_timeout_s / 3}))
+            deadline = time.monotonic() + self.variables_timeout_s
             while True:
                 line = child.read_line(deadline)
                 if line is not None:
                     break
+                if self._res.closed:
+                    raise _ChildGone()
                 if time.monotonic() >= deadline:
                     raise _ChildBroken("no answer to a variables request")
             message = protocol.loads(line)
@@ -502,10 +583,15 @@ class IsolatedExecutor:
                 else:
                     raise _ChildBroken("a malformed variables answer")
             return result
-        except (_ChildGone, _ChildBroken, protocol.ProtocolError) as exc:
-            self._discard_child(respawn=True)
-            raise SandboxError(f"the sandbox process failed while listing variables ({exc or 'it died'}); "
-                               f"{LOST}") from None
+        except _ChildGone:
+            return {}  # it died: the next step finds out how, and says so
+        except (_ChildBroken, protocol.ProtocolError) as exc:
+            # As in-process, listing variables does not raise for what model code did (a
+            # __repr__ stuck in C): the child is stopped and the next step says so.
+            if not child.killed:
+                child.note = f"was stopped: it did not list its variables ({exc})"
+                child.kill()  # stays registered: the next step finds it dead and reports the note
+            return {}
         except BaseException:
             self._discard_child(respawn=False)
             raise
@@ -563,15 +649,20 @@ class IsolatedExecutor:
                 line = child.read_line(deadline)
                 if line is not None:
                     break
+                if self._res.closed:
+                    raise _ChildGone()
                 if time.monotonic() >= deadline:
                     raise _ChildBroken(f"not ready after {self.startup_timeout_s:g} s")
             message = protocol.loads(line)
             if message["op"] != "ready":
                 raise _ChildBroken(f"{message['op']!r} instead of 'ready'")
         except (_ChildGone, _ChildBroken, protocol.ProtocolError) as exc:
+            closed_meanwhile = child.killed
             child.kill()
             tail = child.stderr_tail()
             self._res.child = None
+            if closed_meanwhile:
+                raise RuntimeError("the IsolatedExecutor was closed while its sandbox was starting") from None
             raise SandboxError(
                 f"the sandbox process did not start (exit status {child.proc.returncode}"
                 f"{'; ' + str(exc) if str(exc) else ''}){': ' + tail if tail else ''}. "
@@ -587,7 +678,7 @@ class IsolatedExecutor:
             child, self._res.child = self._res.child, None
         if child is not None:
             child.kill()
-        if respawn and not self._closed and not self._cancelled:
+        if respawn and not self._res.closed and not self._cancelled:
             try:
                 with self._res.lock:
                     if self._res.child is None:
@@ -622,7 +713,7 @@ class IsolatedExecutor:
             deadlines = [d for d in (hard_deadline, cancel_deadline) if d is not None]
             line = child.read_line(min(deadlines) if deadlines else None)
             if line is None:
-                if self._closed:
+                if self._res.closed:
                     raise _ChildGone()
                 now = time.monotonic()
                 if cancel_deadline is not None and now >= cancel_deadline:
@@ -698,9 +789,11 @@ class IsolatedExecutor:
             status = child.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             status = None
-        killed_by_host = child.killed  # close() from another thread
+        killed_by_host = child.killed  # close() from another thread, or a failed variables listing
         tail = "" if killed_by_host else child.stderr_tail()
         self._discard_child(respawn=True)
+        if killed_by_host and child.note:
+            return ExecutionError("SandboxError", f"the sandbox process {child.note}; {LOST}", "")
         if killed_by_host:
             return ExecutionError("StepInterrupted", "the executor was closed while the step ran", "")
         if status is not None and status == -signal.SIGXCPU:

@@ -59,6 +59,7 @@ _EXTRA_BUILTINS = (
 )
 
 _MISSING = object()
+_PLAIN_CONTAINERS = (dict, list, set)
 
 _INPLACE_OPERATORS: Mapping[str, Callable[[Any, Any], Any]] = {
     "+=": operator.iadd,
@@ -169,6 +170,10 @@ class ImportPolicy:
                        fromlist: Any = (), level: int = 0) -> ModuleProxy | _PackageChain:
         if level != 0:
             raise ImportError("relative imports are not available in the sandbox")
+        if name == "_strptime":
+            # datetime.strptime and time.strptime import it through the caller's __import__;
+            # model code itself cannot name it (underscore names do not compile).
+            return importlib.import_module(name)  # type: ignore[return-value]
         if name not in self.authorized:
             allowed = ", ".join(self.authorized) or "none"
             raise ImportError(f"import of '{name}' is not allowed. Authorized imports: {allowed}")
@@ -217,6 +222,8 @@ def guarded_getattr(obj: Any, name: str, *default: Any) -> Any:
     attribute, which turns a typo in model code into a silent ``None``; a
     missing attribute must raise, as it does in Python.
     """
+    if not default and type(obj) in _PLAIN_CONTAINERS and not name.startswith("_"):
+        return getattr(obj, name)  # the hot path of data code: nothing to guard on these types
     if len(default) > 1:
         raise TypeError(f"getattr expected at most 3 arguments, got {2 + len(default)}")
     if name == "obj" and isinstance(obj, AttributeError):
@@ -289,6 +296,8 @@ class SandboxClasses:
         return cls
 
     def write_guard(self, obj: Any) -> Any:
+        if type(obj) in _PLAIN_CONTAINERS:
+            return obj
         if any(klass in self._classes for klass in type(obj).__mro__):
             return obj
         return full_write_guard(obj)

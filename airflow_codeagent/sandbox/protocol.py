@@ -97,13 +97,12 @@ def encode(value: Any, _depth: int = 0) -> Any:
 
 def _encode_items(items: Any, depth: int) -> list[Any]:
     out: list[Any] = []
-    index = 0
-    try:
-        for index, item in enumerate(items):
+    for index, item in enumerate(items):
+        try:
             out.append(encode(item, depth))
-    except WireError as exc:
-        exc.path.insert(0, f"[{index}]")
-        raise
+        except WireError as exc:
+            exc.path.insert(0, f"[{index}]")
+            raise
     return out
 
 

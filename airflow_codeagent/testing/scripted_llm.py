@@ -20,12 +20,17 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Reply:
-    """A successful chat completion with the given text and token counts."""
+    """A successful chat completion with the given text and token counts.
 
-    text: str
+    ``tool_calls`` makes it a native tool-calling reply: each is
+    ``{"name": ..., "arguments": {...}}``.
+    """
+
+    text: str = ""
     prompt_tokens: int = 100
     completion_tokens: int = 20
     delay_s: float = 0.0
+    tool_calls: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -184,6 +189,12 @@ class ScriptedLLMServer:
 
 
 def _completion(reply: Reply, model: str) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {"id": f"call_{index}", "type": "function",
+             "function": {"name": call["name"], "arguments": json.dumps(call.get("arguments", {}))}}
+            for index, call in enumerate(reply.tool_calls)]
     return {
         "id": "chatcmpl-scripted",
         "object": "chat.completion",
@@ -191,8 +202,8 @@ def _completion(reply: Reply, model: str) -> dict[str, Any]:
         "model": model,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": reply.text},
-            "finish_reason": "stop",
+            "message": message,
+            "finish_reason": "tool_calls" if reply.tool_calls else "stop",
         }],
         "usage": {
             "prompt_tokens": reply.prompt_tokens,

@@ -18,6 +18,28 @@ class ToolDefinitionError(ValueError):
     """A tool the model could not use correctly as written."""
 
 
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array",
+               dict: "object", tuple: "array"}
+
+
+def _json_type(annotation: Any) -> dict[str, Any]:
+    """A JSON Schema fragment for a parameter annotation; {} when it has no JSON equivalent."""
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if annotation in _JSON_TYPES:
+        return {"type": _JSON_TYPES[annotation]}
+    if origin in _JSON_TYPES:
+        return {"type": _JSON_TYPES[origin]}
+    if origin in (typing.Union, types.UnionType):
+        options = [_json_type(a) for a in typing.get_args(annotation)]
+        names = [o["type"] for o in options if "type" in o] + (
+            ["null"] if type(None) in typing.get_args(annotation) else [])
+        return {"type": names} if names else {}
+    return {}
+
+
 def _annotation_text(annotation: Any) -> str:
     if annotation is inspect.Parameter.empty:
         return ""
@@ -67,6 +89,26 @@ class Tool:
 
     def __repr__(self) -> str:
         return f"Tool({self.name}{self.signature})"
+
+    def json_schema(self) -> dict[str, Any]:
+        """The tool in OpenAI function-calling form, for JSON action mode."""
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        for p in self.signature.parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            prop = _json_type(p.annotation)
+            if p.name in self.argument_descriptions:
+                prop["description"] = self.argument_descriptions[p.name]
+            properties[p.name] = prop
+            if p.default is inspect.Parameter.empty:
+                required.append(p.name)
+        description = self.description
+        if self.returns_description:
+            description += f" Returns: {self.returns_description}"
+        return {"type": "function", "function": {
+            "name": self.name, "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": required}}}
 
     def signature_text(self) -> str:
         """The tool as a Python stub, which a code model reads most reliably."""

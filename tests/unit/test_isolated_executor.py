@@ -12,9 +12,10 @@ from __future__ import annotations
 import datetime
 import decimal
 import os
-import resource
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -341,6 +342,25 @@ def test_the_network_is_unreachable(make):
         listener.close()
 
 
+def test_the_python_level_socket_block_used_without_namespaces():
+    code = (
+        "from airflow_codeagent.sandbox.child import _block_python_sockets\n"
+        "_block_python_sockets()\n"
+        "import socket, urllib.request\n"
+        "for attempt in (lambda: socket.socket(), lambda: socket.create_connection(('127.0.0.1', 9)),\n"
+        "                lambda: urllib.request.urlopen('http://127.0.0.1:9/', timeout=1)):\n"
+        "    try:\n"
+        "        attempt()\n"
+        "        print('CONNECTED')\n"
+        "    except Exception as exc:\n"
+        "        print(type(exc).__name__, exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "CONNECTED" not in out.stdout
+    assert out.stdout.count("network access is disabled in the sandbox") == 3, out.stdout
+
+
 # -- cancel, host exceptions, close ---------------------------------------------------------
 
 
@@ -442,6 +462,20 @@ def test_close_removes_the_scratch_dir_and_leaves_no_child():
         ex.run("x")
 
 
+def test_close_from_another_thread_ends_a_running_step():
+    ex = IsolatedExecutor(step_timeout_s=None)
+    ex.run("x = 1")
+    pid, scratch = ex.child_pid, ex.scratch_dir
+    timer = threading.Timer(0.3, ex.close)
+    timer.start()
+    observation = ex.run("while True:\n    pass")
+    timer.join()
+    assert observation.error.type == "StepInterrupted"
+    assert observation.error.message == "the executor was closed while the step ran"
+    assert not _alive(pid) and not os.path.exists(scratch)
+    assert ex.child_pid is None
+
+
 def test_a_child_that_cannot_start_is_a_clear_host_error(tmp_path):
     broken = tmp_path / "python"
     broken.write_text("#!/bin/sh\necho 'no interpreter here' >&2\nexit 3\n")
@@ -489,3 +523,64 @@ def test_the_host_runs_no_helper_threads(make):
     ex = make()
     ex.run("1")
     assert threading.active_count() == before
+
+
+# -- inside the agent loop ------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_the_agent_loop_runs_on_the_isolated_executor(llm_server):
+    from airflow_codeagent import CodeAgent, RunStatus, tool
+
+    @tool
+    def get_rate(currency: str) -> float:
+        """Exchange rate to EUR.
+
+        Args:
+            currency: ISO code such as "USD".
+        """
+        return {"USD": 0.9, "GBP": 1.2}[currency]
+
+    def step(body: str) -> str:
+        return f"Thought: next.\n```python\n{body}\n```"
+
+    server = llm_server([
+        step("rates = {c: get_rate(c) for c in amounts}\nprint(rates)"),
+        step("10**10**10"),
+        step("rates = {c: get_rate(c) for c in amounts}\neur = {c: amounts[c] * rates[c] for c in amounts}"),
+        step("final_answer({'total': round(sum(eur.values()), 2), 'by_currency': eur})"),
+    ])
+    agent = CodeAgent("openai/scripted-model", tools=[get_rate], max_steps=6, step_timeout_seconds=1,
+                      sandbox="isolated",
+                      model_kwargs={"api_base": server.api_base, "api_key": "sk-test-key-0001"})
+    run = agent.run("Convert 120 USD and 80 GBP to EUR", inputs={"amounts": {"USD": 120, "GBP": 80}})
+    assert run.status is RunStatus.FINAL_ANSWER, run.trace
+    assert run.answer == {"total": 204.0, "by_currency": {"USD": 108.0, "GBP": 96.0}}
+    steps = run.trace["steps"]
+    assert steps[0]["stdout"] == "{'USD': 0.9, 'GBP': 1.2}\n"
+    assert [c["name"] for c in steps[0]["tool_calls"]] == ["get_rate", "get_rate"]
+    assert steps[1]["error"]["type"] == "StepInterrupted"
+    assert "variables from earlier steps are lost" in steps[1]["error"]["message"]
+    assert run.trace["limits"]["sandbox"] == "isolated"
+
+
+def test_large_variables_come_back_as_a_bounded_repr(make):
+    ex = make()
+    ex.run("big = list(range(300000))\nn = 1")
+    values = ex.variables()
+    assert values["n"] == 1
+    assert isinstance(values["big"], OpaqueValue) and values["big"].type == "list"
+    assert values["big"].repr.startswith("[0, 1, 2") and "more characters]" in values["big"].repr
+
+
+def test_a_child_that_does_not_list_its_variables_in_time_is_stopped(make):
+    ex = make()
+    ex.run("n = 1")
+    pid = ex.child_pid
+    ex.variables_timeout_s = 0  # the host gives up at once
+    assert ex.variables() == {}  # as in-process, listing variables does not raise ...
+    assert not _alive(pid)
+    observation = ex.run("n")  # ... the next step reports what happened
+    assert observation.error.type == "SandboxError"
+    assert "did not list its variables" in observation.error.message
+    assert ex.run("n").error.type == "NameError"

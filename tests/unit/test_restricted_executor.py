@@ -152,3 +152,12 @@ def test_final_answer_is_a_fresh_plain_copy():
     observation = ex.run("import collections\nc = collections.Counter('aab')\nfinal_answer({'c': c, 't': (1, 2)})")
     assert observation.final_answer == {"c": {"a": 2, "b": 1}, "t": [1, 2]}
     assert type(observation.final_answer["c"]) is dict
+
+
+def test_strptime_works_although_it_imports_a_private_module():
+    ex = RestrictedExecutor(authorized_imports=["datetime", "time"])
+    observation = ex.run("import datetime, time\n"
+                         "d = datetime.datetime.strptime('2024-03-01', '%Y-%m-%d')\n"
+                         "(d.day, time.strptime('2024', '%Y').tm_year)")
+    assert observation.error is None and observation.value_repr == "(1, 2024)"
+    assert ex.run("import _strptime").error.type == "SyntaxError"

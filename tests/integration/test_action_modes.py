@@ -1,0 +1,124 @@
+"""JSON tool-call mode and JSON-formatted code, against the scripted server over real HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from airflow_codeagent import CodeAgent, RetryPolicy, RunStatus, tool
+from airflow_codeagent.agent.trace import load_schema
+from airflow_codeagent.testing.scripted_llm import Reply
+
+pytestmark = pytest.mark.integration
+
+
+@tool
+def get_rate(currency: str) -> float:
+    """Exchange rate to EUR.
+
+    Args:
+        currency: ISO code such as "USD".
+    """
+    return {"USD": 0.9, "GBP": 1.2}[currency]
+
+
+def agent(server, model="openai/scripted-model", **kwargs) -> CodeAgent:
+    return CodeAgent(model, model_kwargs={"api_base": server.api_base, "api_key": "k"},
+                     tools=[get_rate], max_steps=5, retry=RetryPolicy(max_retries=0), **kwargs)
+
+
+def call(tool_name: str, thought: str = "next", **arguments) -> str:
+    return json.dumps({"thought": thought, "tool": tool_name, "arguments": arguments})
+
+
+def test_prompted_json_mode_calls_one_tool_per_step(llm_server):
+    server = llm_server([
+        call("get_rate", "USD first", currency="USD"),
+        call("get_rate", currency="CHF"),
+        "```json\n" + call("final_answer", answer=108.0) + "\n```",
+    ])
+    run = agent(server, action_mode="json").run("Convert 120 USD to EUR")
+
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == 108.0
+    steps = run.trace["steps"]
+    assert run.trace["action_mode"] == "json"
+    assert json.loads(steps[0]["code"]) == {"tool": "get_rate", "arguments": {"currency": "USD"}}
+    assert steps[0]["value"] == "0.9" and steps[0]["thought"] == "USD first"
+    assert steps[0]["tool_calls"][0]["name"] == "get_rate"
+    assert steps[1]["error"]["type"] == "ToolError" and "KeyError: 'CHF'" in steps[1]["error"]["message"]
+    system = server.requests[0].messages[0]["content"]
+    assert '"name": "get_rate"' in system and '"final_answer"' in system
+    assert "tools" not in server.requests[0].body  # an unknown model gets the prompted format
+    assert server.requests[1].messages[-1] == {"role": "user", "content": "Observation:\n0.9"}
+    jsonschema.validate(run.trace, load_schema())
+
+
+def test_native_tool_calls_use_the_provider_interface(llm_server):
+    server = llm_server([
+        Reply(tool_calls=({"name": "get_rate", "arguments": {"currency": "GBP"}},)),
+        Reply(tool_calls=({"name": "final_answer", "arguments": {"answer": 96.0}},)),
+    ])
+    run = agent(server, model="openai/gpt-4o-mini", action_mode="json").run("Convert 80 GBP")
+
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == 96.0
+    first = server.requests[0].body
+    assert [t["function"]["name"] for t in first["tools"]] == ["get_rate", "final_answer"]
+    assert first["tools"][0]["function"]["parameters"]["properties"]["currency"] == {
+        "type": "string", "description": 'ISO code such as "USD".'}
+    second = server.requests[1].messages
+    assert second[2]["tool_calls"][0]["function"] == {"name": "get_rate", "arguments": '{"currency": "GBP"}'}
+    assert second[3] == {"role": "tool", "tool_call_id": "call_0", "content": "Observation:\n1.2"}
+    assert run.trace["totals"]["cost_usd"] is not None  # a priced model: cost is known
+
+
+def test_unknown_tool_is_named_back_to_the_model(llm_server):
+    server = llm_server([call("get_weather", city="Paris"), call("final_answer", answer="n/a")])
+    run = agent(server, action_mode="json").run("Weather?")
+
+    error = run.trace["steps"][0]["error"]
+    assert error["type"] == "ToolError"
+    assert "there is no tool named 'get_weather'; the tools are: get_rate, final_answer" in error["message"]
+    assert run.answer == "n/a"
+
+
+def test_json_code_format_uses_structured_output_where_supported(llm_server):
+    reply = json.dumps({"thought": "convert", "code": "final_answer(round(120 * get_rate('USD'), 2))"})
+    server = llm_server([reply])
+    run = agent(server, model="openai/gpt-4o-mini", code_format="json").run("Convert 120 USD")
+
+    assert run.answer == 108.0
+    response_format = server.requests[0].body["response_format"]
+    assert response_format["type"] == "json_schema"
+    assert response_format["json_schema"]["schema"]["required"] == ["thought", "code"]
+    assert '{"thought": "<one sentence>", "code": "<python code, newlines as \\n>"}' in \
+        server.requests[0].messages[0]["content"]
+
+
+def test_json_code_syntax_error_is_reported_as_such(llm_server):
+    server = llm_server([json.dumps({"thought": "t", "code": "x = (1,"}),
+                         json.dumps({"thought": "t", "code": "final_answer(1)"})])
+    run = agent(server, code_format="json").run("One")
+
+    assert run.trace["steps"][0]["error"]["type"] == "SyntaxError"
+    assert "response_format" not in server.requests[0].body  # unknown model: prompted only
+    assert run.answer == 1
+
+
+def test_parse_retries_re_ask_within_the_step_and_keep_every_reply(llm_server):
+    server = llm_server(["I would call the rate tool.", call("final_answer", answer=1)])
+    run = agent(server, action_mode="json", parse_retries=1).run("One")
+
+    assert run.status is RunStatus.FINAL_ANSWER and len(run.trace["steps"]) == 1
+    step = run.trace["steps"][0]
+    assert step["rejected_outputs"] == ["I would call the rate tool."]
+    retry_request = server.requests[1].messages
+    assert retry_request[-2] == {"role": "assistant", "content": "I would call the rate tool."}
+    assert "Your reply had no JSON object." in retry_request[-1]["content"]
+    assert run.trace["totals"]["llm_calls"] == 2
+
+
+def test_json_mode_refuses_a_code_format():
+    with pytest.raises(ValueError, match='code_format applies to action_mode="code" only'):
+        CodeAgent("openai/x", action_mode="json", code_format="json")
