@@ -67,7 +67,7 @@ class CodeAgentOperator(BaseOperator):
         max_cost_usd: float | None = None,
         final_answer_fallback: bool = True,
         instructions: str | None = None,
-        sandbox: str = "restricted",
+        sandbox: str = "isolated",
         retry: RetryPolicy | None = None,
         max_trace_bytes: int = 1_000_000,
         durable_replay: bool = True,
