@@ -30,7 +30,7 @@ from airflow_codeagent.sandbox.observation import ExecutionError, Observation, T
 from airflow_codeagent.sandbox.plain_data import NotPlainData, to_plain_data
 from airflow_codeagent.sandbox.policy import DEFAULT_AUTHORIZED_IMPORTS
 from airflow_codeagent.sandbox.executor import Executor, executor_factory
-from airflow_codeagent.tools.base import Tool, as_tool
+from airflow_codeagent.tools.base import Tool, Toolkit, expand_tools
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class CodeAgent:
         model: str | LiteLLMModel,
         *,
         model_kwargs: Mapping[str, Any] | None = None,
-        tools: Sequence[Tool | Callable[..., Any]] = (),
+        tools: Sequence[Tool | Toolkit | Callable[..., Any]] = (),
         max_steps: int = 10,
         authorized_imports: Iterable[str] = DEFAULT_AUTHORIZED_IMPORTS,
         max_run_seconds: float | None = None,
@@ -136,7 +136,7 @@ class CodeAgent:
             self.model = LiteLLMModel(model, model_kwargs, retry=retry)
         if max_cost_usd is not None:
             _require_known_price(self.model)
-        self.tools = [as_tool(t) for t in tools]
+        self.tools = expand_tools(tools)
         self.mode = action_mode_for(action_mode, code_format, self.model, self.tools)
         if not isinstance(parse_retries, int) or parse_retries < 0:
             raise ValueError(f"parse_retries must be an integer >= 0, got {parse_retries!r}")

@@ -21,7 +21,7 @@ from airflow_codeagent.models.retry import RetryPolicy
 from airflow_codeagent.operators.journal import journal_for
 from airflow_codeagent.operators.redaction import redact_with_airflow_masker
 from airflow_codeagent.sandbox.policy import DEFAULT_AUTHORIZED_IMPORTS
-from airflow_codeagent.tools.base import Tool, as_tool
+from airflow_codeagent.tools.base import Tool, Toolkit, expand_tools
 
 if TYPE_CHECKING:
     import jinja2
@@ -54,7 +54,7 @@ class CodeAgentOperator(BaseOperator):
         llm_conn_id: str = LiteLLMHook.default_conn_name,
         model: str | None = None,
         inputs: Mapping[str, Any] | None = None,
-        tools: Iterable[Tool | Callable[..., Any]] = (),
+        tools: Iterable[Tool | Toolkit | Callable[..., Any]] = (),
         max_steps: int = 10,
         authorized_imports: Collection[str] = DEFAULT_AUTHORIZED_IMPORTS,
         on_max_steps: str = "fail",
@@ -90,7 +90,7 @@ class CodeAgentOperator(BaseOperator):
         self.llm_conn_id = llm_conn_id
         self.model = model
         self.inputs = inputs
-        self.tools = [as_tool(t) for t in tools]
+        self.tools = expand_tools(tools)
         self.max_steps = max_steps
         self.authorized_imports = list(authorized_imports)
         self.on_max_steps = on_max_steps

@@ -8,8 +8,8 @@ tool is its signature and docstring, rendered by ``Tool.signature_text``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from typing import Any, get_type_hints, overload
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, get_type_hints, overload, runtime_checkable
 
 from airflow_codeagent.tools.docstring import parse_docstring
 
@@ -153,3 +153,23 @@ def tool(func: Callable[..., Any] | None = None, /, *, name: str | None = None,
 def as_tool(obj: Tool | Callable[..., Any]) -> Tool:
     """Accept plain documented functions where a ``Tool`` is expected."""
     return obj if isinstance(obj, Tool) else Tool(obj)
+
+
+@runtime_checkable
+class Toolkit(Protocol):
+    """Several related tools built from one thing, e.g. ``SQLTool(conn_id)``: sql, list_tables, describe."""
+
+    def tools(self) -> list[Tool]: ...
+
+
+def expand_tools(items: Iterable[Tool | Toolkit | Callable[..., Any]]) -> list[Tool]:
+    """What users pass as ``tools=``: tools, documented functions, and toolkits, flattened."""
+    expanded: list[Tool] = []
+    for item in items:
+        if isinstance(item, Tool):
+            expanded.append(item)
+        elif isinstance(item, Toolkit):
+            expanded.extend(item.tools())
+        else:
+            expanded.append(as_tool(item))
+    return expanded

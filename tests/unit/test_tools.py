@@ -51,3 +51,22 @@ def test_private_name_is_refused():
 
     with pytest.raises(ToolDefinitionError, match="not a usable Python name"):
         tool(_hidden)
+
+
+def test_toolkits_are_flattened_with_tools_and_functions():
+    from airflow_codeagent.tools.base import expand_tools
+
+    @tool
+    def one() -> int:
+        """One."""
+        return 1
+
+    def two() -> int:
+        """Two."""
+        return 2
+
+    class Kit:
+        def tools(self):
+            return [Tool(lambda: 3, name="three", description="Three.")]
+
+    assert [t.name for t in expand_tools([one, Kit(), two])] == ["one", "three", "two"]
