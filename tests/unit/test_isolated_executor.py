@@ -577,7 +577,8 @@ def test_a_child_that_does_not_list_its_variables_in_time_is_stopped(make):
     ex = make()
     ex.run("n = 1")
     pid = ex.child_pid
-    ex.variables_timeout_s = 0  # the host gives up at once
+    os.kill(pid, signal.SIGSTOP)  # a child that cannot answer at all
+    ex.variables_timeout_s = 0.2
     assert ex.variables() == {}  # as in-process, listing variables does not raise ...
     assert not _alive(pid)
     observation = ex.run("n")  # ... the next step reports what happened
