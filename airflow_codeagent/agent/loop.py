@@ -16,18 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_codeagent.agent import compaction
+from airflow_codeagent.agent.compaction import COMPACTION_METHODS
 from airflow_codeagent.agent.actions import CodeAction, ParseFailure, ToolCallAction, acted_text
 from airflow_codeagent.agent.budget import Budget
 from airflow_codeagent.agent.memory import Memory
-from airflow_codeagent.agent.modes import CodeMode, JsonMode, action_mode
+from airflow_codeagent.agent.modes import make_action_mode
+from airflow_codeagent.agent.tool_calls import run_tool_call
 from airflow_codeagent.agent.prompts import describe_inputs, describe_value
 from airflow_codeagent.agent.replay import CallJournal, SideEffectLedger, request_fingerprint
 from airflow_codeagent.agent.trace import Redactor, RunStatus, Step, StepKind, Trace, now_iso
-from airflow_codeagent.agent.truncation import truncate_middle
 from airflow_codeagent.models.completion import Completion, LiteLLMModel, ModelCallError
 from airflow_codeagent.models.retry import RetryPolicy
-from airflow_codeagent.sandbox.observation import ExecutionError, Observation, ToolCall
-from airflow_codeagent.sandbox.plain_data import NotPlainData, to_plain_data
+from airflow_codeagent.sandbox.observation import ExecutionError, Observation
 from airflow_codeagent.sandbox.policy import DEFAULT_AUTHORIZED_IMPORTS
 from airflow_codeagent.sandbox.executor import Executor, executor_factory
 from airflow_codeagent.tools.base import Tool, Toolkit, expand_tools
@@ -124,8 +124,8 @@ class CodeAgent:
                      max_output_tokens=max_output_tokens, max_cost_usd=max_cost_usd)
         _positive("fallback_timeout_seconds", fallback_timeout_seconds, allow_none=False)
         _positive("max_prompt_tokens", max_prompt_tokens)
-        if compaction not in compaction_methods():
-            raise ValueError(f"compaction must be one of {compaction_methods()}, got {compaction!r}")
+        if compaction not in COMPACTION_METHODS:
+            raise ValueError(f"compaction must be one of {COMPACTION_METHODS}, got {compaction!r}")
         if not isinstance(keep_recent_steps, int) or keep_recent_steps < 1:
             raise ValueError(f"keep_recent_steps must be an integer >= 1, got {keep_recent_steps!r}")
         if isinstance(model, LiteLLMModel):
@@ -137,7 +137,7 @@ class CodeAgent:
         if max_cost_usd is not None:
             _require_known_price(self.model)
         self.tools = expand_tools(tools)
-        self.mode = action_mode_for(action_mode, code_format, self.model, self.tools)
+        self.mode = make_action_mode(action_mode, code_format, self.model, self.tools)
         if not isinstance(parse_retries, int) or parse_retries < 0:
             raise ValueError(f"parse_retries must be an integer >= 0, got {parse_retries!r}")
         self.parse_retries = parse_retries
@@ -257,15 +257,6 @@ class CodeAgent:
         finally:
             executor.close()
             self._executor = None
-
-
-def action_mode_for(name: str, code_format: str, model: LiteLLMModel,
-                    tools: Sequence[Tool]) -> CodeMode | JsonMode:
-    return action_mode(name, code_format, model, tools)
-
-
-def compaction_methods() -> tuple[str, ...]:
-    return compaction.COMPACTION_METHODS
 
 
 def _require_known_price(model: LiteLLMModel) -> None:
@@ -395,42 +386,7 @@ class _Run:
         return completion, action
 
     def _call_tool(self, step: Step, action: ToolCallAction) -> str:
-        """JSON mode: run one tool in the worker and describe its result for the model."""
-        step.code = action.as_json()
-        started = time.perf_counter()
-        if action.name == "final_answer":
-            if "answer" not in action.arguments:
-                return self._tool_error(step, 'final_answer needs {"answer": <value>}')
-            try:
-                step.final_answer = to_plain_data(action.arguments["answer"])
-            except NotPlainData as exc:  # JSON is plain data, but a native call may carry NaN
-                return self._tool_error(step, str(exc))
-            step.final_answer_called = True
-            step.execution_s = time.perf_counter() - started
-            return "Observation: final answer recorded."
-        func = self.tool_functions.get(action.name)
-        if func is None:
-            known = ", ".join([*self.tool_functions, "final_answer"])
-            return self._tool_error(step, f"there is no tool named {action.name!r}; the tools are: {known}")
-        arguments = ", ".join(f"{k}={v!r}" for k, v in action.arguments.items())
-        try:
-            result = func(**action.arguments)
-        except Exception as exc:  # noqa: BLE001 - a tool's failure is the model's observation
-            duration = time.perf_counter() - started
-            step.tool_calls.append(ToolCall(action.name, arguments, duration, None,
-                                            f"{type(exc).__name__}: {exc}").to_dict())
-            return self._tool_error(step, f"{type(exc).__name__}: {exc}")
-        text = repr(result)
-        step.tool_calls.append(ToolCall(action.name, arguments, time.perf_counter() - started,
-                                        len(text), None).to_dict())
-        step.value = text
-        step.execution_s = time.perf_counter() - started
-        return "Observation:\n" + truncate_middle(text, self.agent.max_observation_chars,
-                                                   "ask for less, e.g. a filter or a page")
-
-    def _tool_error(self, step: Step, message: str) -> str:
-        step.error = ExecutionError("ToolError", message, "").to_dict()
-        return f"Observation:\nError: {message}\nFix the call and try again."
+        return run_tool_call(action, self.tool_functions, step, self.agent.max_observation_chars)
 
     def _call_model(self, messages: list[dict[str, Any]], step: Step, deadline: float | None,
                     slot: str) -> Completion:

@@ -91,7 +91,7 @@ class JsonMode:
         return 'call the tool final_answer with {"answer": <value>}.'
 
 
-def action_mode(name: str, code_format: str, model: LiteLLMModel, tools: Sequence[Tool]) -> CodeMode | JsonMode:
+def make_action_mode(name: str, code_format: str, model: LiteLLMModel, tools: Sequence[Tool]) -> CodeMode | JsonMode:
     if name not in ACTION_MODES:
         raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {name!r}")
     if code_format not in CODE_FORMATS:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import decimal
 import random
-import subprocess
-import sys
 import textwrap
 import threading
 from typing import Any
@@ -23,7 +21,6 @@ import pytest
 
 from airflow_codeagent.sandbox import policy
 from airflow_codeagent.sandbox.observation import Observation
-from airflow_codeagent.sandbox.policy import ModuleProxy
 from airflow_codeagent.sandbox.restricted import RestrictedExecutor
 
 SECRET = "canary-7f3a9c51-DO-NOT-LEAK"

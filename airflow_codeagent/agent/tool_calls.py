@@ -1,0 +1,51 @@
+"""JSON action mode: run one tool call in the worker and describe the result for the model."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from airflow_codeagent.agent.actions import ToolCallAction
+from airflow_codeagent.agent.trace import Step
+from airflow_codeagent.agent.truncation import truncate_middle
+from airflow_codeagent.sandbox.observation import ExecutionError, ToolCall
+from airflow_codeagent.sandbox.plain_data import NotPlainData, to_plain_data
+
+
+def _tool_error(step: Step, message: str) -> str:
+    step.error = ExecutionError("ToolError", message, "").to_dict()
+    return f"Observation:\nError: {message}\nFix the call and try again."
+
+
+def run_tool_call(action: ToolCallAction, tools: Mapping[str, Callable[..., Any]], step: Step,
+                  max_observation_chars: int) -> str:
+    """Fill ``step`` with the call and its outcome; return the observation text."""
+    step.code = action.as_json()
+    started = time.perf_counter()
+    if action.name == "final_answer":
+        if "answer" not in action.arguments:
+            return _tool_error(step, 'final_answer needs {"answer": <value>}')
+        try:
+            step.final_answer = to_plain_data(action.arguments["answer"])
+        except NotPlainData as exc:  # JSON is plain data, but a native call may carry NaN
+            return _tool_error(step, str(exc))
+        step.final_answer_called = True
+        step.execution_s = time.perf_counter() - started
+        return "Observation: final answer recorded."
+    func = tools.get(action.name)
+    if func is None:
+        known = ", ".join([*tools, "final_answer"])
+        return _tool_error(step, f"there is no tool named {action.name!r}; the tools are: {known}")
+    arguments = ", ".join(f"{k}={v!r}" for k, v in action.arguments.items())
+    try:
+        result = func(**action.arguments)
+    except Exception as exc:  # noqa: BLE001 - a tool's failure is the model's observation
+        step.tool_calls.append(ToolCall(action.name, arguments, time.perf_counter() - started, None,
+                                        f"{type(exc).__name__}: {exc}").to_dict())
+        return _tool_error(step, f"{type(exc).__name__}: {exc}")
+    text = repr(result)
+    step.execution_s = time.perf_counter() - started
+    step.tool_calls.append(ToolCall(action.name, arguments, step.execution_s, len(text), None).to_dict())
+    step.value = text
+    return "Observation:\n" + truncate_middle(text, max_observation_chars, "ask for less, e.g. a filter or a page")
