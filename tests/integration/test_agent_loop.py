@@ -544,3 +544,16 @@ def test_comment_only_code_is_a_parse_error_and_repeated_code_is_pointed_out(llm
     assert "held only comments" in run.trace["steps"][0]["error"]["message"]
     assert "identical to your previous step" not in server.requests[2].messages[-1]["content"]
     assert "identical to your previous step" in server.requests[3].messages[-1]["content"]
+
+
+def test_a_model_call_that_times_out_is_retried(llm_server):
+    from airflow_codeagent.models.completion import LiteLLMModel
+
+    server = llm_server([Reply(code("final_answer('late')"), delay_s=5), code("final_answer('on time')")])
+    model = LiteLLMModel("openai/scripted-model", {"api_base": server.api_base, "api_key": "k"},
+                         retry=FAST_RETRY, request_timeout_s=0.5)
+    run = CodeAgent(model).run("Answer")
+
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == "on time"
+    retries = run.trace["steps"][0]["retries"]
+    assert len(retries) == 1 and retries[0]["error_type"] in {"Timeout", "APIConnectionError"}

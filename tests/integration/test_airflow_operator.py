@@ -263,3 +263,14 @@ def test_retry_replays_paid_steps_from_the_task_state_store(llm, test_dags, xcom
     assert [s["replayed"] for s in trace["steps"]] == [True, True, True, False]
     assert trace["totals"]["replayed_calls"] == 3 and trace["totals"]["llm_calls"] == 1
     assert "status=error steps=4/5" in capfd.readouterr().out  # the failed try's summary is in the log
+
+
+def test_the_provider_is_registered_with_airflow(airflow_db):
+    listed = subprocess.run([sys.executable, "-m", "airflow", "providers", "list", "-o", "json"],
+                            capture_output=True, text=True, timeout=300, check=True)
+    providers = {p["package_name"]: p for p in json.loads(listed.stdout)}
+    assert "airflow-codeagent" in providers
+    hooks = subprocess.run([sys.executable, "-m", "airflow", "providers", "hooks", "-o", "json"],
+                           capture_output=True, text=True, timeout=300, check=True)
+    litellm_hook = [h for h in json.loads(hooks.stdout) if h["connection_type"] == "litellm"]
+    assert litellm_hook and litellm_hook[0]["class"] == "airflow_codeagent.hooks.litellm.LiteLLMHook"
