@@ -66,6 +66,31 @@ def acted_text(text: str) -> str:
     return text if match is None else text[:match.start()].rstrip()
 
 
+def _unfenced_code(text: str) -> str | None:
+    """Code a model sent without a fence: the whole reply if it is Python, or its final_answer lines.
+
+    Small models often answer a finished task with a bare ``final_answer(x)``;
+    prose ("The answer is 42.") does not parse, so it is not mistaken for code.
+    """
+    import ast
+
+    stripped = text.strip()
+    try:
+        tree = ast.parse(stripped)
+    except SyntaxError:
+        tree = None
+    if tree is not None and tree.body and any(isinstance(n, ast.Call) for n in ast.walk(tree)):
+        return stripped
+    lines = [line.strip() for line in stripped.splitlines() if line.strip().startswith("final_answer(")]
+    for line in lines:
+        try:
+            ast.parse(line)
+        except SyntaxError:
+            continue
+        return line
+    return None
+
+
 def _is_only_comments(code: str) -> bool:
     return all(not line.strip() or line.strip().startswith("#") for line in code.splitlines())
 
@@ -88,6 +113,10 @@ def parse_code_action(text: str) -> CodeAction | ParseFailure:
                 blocks.append(match.group(2).rstrip())
         else:
             other_labels.append(label)
+    if not blocks and not other_labels:
+        unfenced = _unfenced_code(text)
+        if unfenced is not None:
+            return CodeAction("", unfenced)
     if blocks and _is_only_comments("\n".join(blocks)):
         return ParseFailure(_thought_before(text, first_start or 0),
                             f"Your code block held only comments, so nothing was done.\n{EXPECTED_FORMAT}")

@@ -43,3 +43,15 @@ def test_empty_reply():
 
 def test_empty_code_block_does_not_count_as_code():
     assert isinstance(parse_code_action("```python\n\n```"), ParseFailure)
+
+
+def test_bare_final_answer_without_fence_is_accepted():
+    assert parse_code_action("final_answer(2813.35)") == CodeAction("", "final_answer(2813.35)")
+    action = parse_code_action("I am done.\nfinal_answer({'a': 1})")
+    assert action == CodeAction("", "final_answer({'a': 1})")
+
+
+def test_unfenced_python_is_code_but_prose_is_not():
+    assert parse_code_action("x = get_rate('USD')\nprint(x)") == CodeAction("", "x = get_rate('USD')\nprint(x)")
+    assert isinstance(parse_code_action("The answer is 42."), ParseFailure)
+    assert isinstance(parse_code_action("total"), ParseFailure)  # a bare name is not an action
