@@ -50,4 +50,5 @@ def get_provider_info() -> dict[str, Any]:
             "name": "codeagent",
             "class-name": "airflow_codeagent.decorators.codeagent.codeagent_task",
         }],
+        "extra-links": ["airflow_codeagent.plugins.links.AgentTraceLink"],
     }

@@ -20,6 +20,7 @@ from airflow_codeagent.hooks.litellm import LiteLLMHook
 from airflow_codeagent.models.retry import RetryPolicy
 from airflow_codeagent.operators.journal import journal_for
 from airflow_codeagent.operators.redaction import redact_with_airflow_masker
+from airflow_codeagent.plugins.links import AgentTraceLink
 from airflow_codeagent.sandbox.policy import DEFAULT_AUTHORIZED_IMPORTS
 from airflow_codeagent.tools.base import Tool, Toolkit, expand_tools
 
@@ -46,6 +47,8 @@ class CodeAgentOperator(BaseOperator):
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "prompt": "md", "instructions": "md", "inputs": "json"}
     ui_color = "#ede7f6"
+    # The "Agent trace" button: opens the task instance's trace tab (airflow_codeagent.plugins).
+    operator_extra_links = (AgentTraceLink(),)
 
     def __init__(
         self,

@@ -1,0 +1,1 @@
+"""Browser assets of the trace view (trace.js, trace.css, icon.svg), served by the plugin app."""
