@@ -170,9 +170,12 @@ class ImportPolicy:
                        fromlist: Any = (), level: int = 0) -> ModuleProxy | _PackageChain:
         if level != 0:
             raise ImportError("relative imports are not available in the sandbox")
-        if name == "_strptime":
-            # datetime.strptime and time.strptime import it through the caller's __import__;
-            # model code itself cannot name it (underscore names do not compile).
+        if type(fromlist) is list:
+            # C code importing for itself (datetime.strftime needs ``time``, strptime needs
+            # ``_strptime``): CPython's PyImport_Import passes the caller's globals, so it lands
+            # here, always with a list as fromlist. Import statements in model code pass None
+            # or a tuple, and model code cannot call __import__ itself; the module goes to the
+            # C caller, not into the sandbox.
             return importlib.import_module(name)  # type: ignore[return-value]
         if name not in self.authorized:
             allowed = ", ".join(self.authorized) or "none"

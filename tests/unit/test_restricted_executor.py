@@ -154,10 +154,12 @@ def test_final_answer_is_a_fresh_plain_copy():
     assert type(observation.final_answer["c"]) is dict
 
 
-def test_strptime_works_although_it_imports_a_private_module():
-    ex = RestrictedExecutor(authorized_imports=["datetime", "time"])
-    observation = ex.run("import datetime, time\n"
+def test_c_code_may_import_what_it_needs_but_model_code_may_not():
+    ex = RestrictedExecutor(authorized_imports=["datetime"])
+    observation = ex.run("import datetime\n"
                          "d = datetime.datetime.strptime('2024-03-01', '%Y-%m-%d')\n"
-                         "(d.day, time.strptime('2024', '%Y').tm_year)")
-    assert observation.error is None and observation.value_repr == "(1, 2024)"
+                         "(d.day, d.strftime('%d.%m.%Y'))")  # strptime imports _strptime, strftime time
+    assert observation.error is None and observation.value_repr == "(1, '01.03.2024')"
     assert ex.run("import _strptime").error.type == "SyntaxError"
+    assert ex.run("import time").error.type == "ImportError"
+    assert ex.run("from time import strftime").error.type == "ImportError"
