@@ -17,16 +17,22 @@ if TYPE_CHECKING:
     from airflow_codeagent.decorators.codeagent import codeagent_task
     from airflow_codeagent.hooks.litellm import LiteLLMHook
     from airflow_codeagent.operators.codeagent import CodeAgentOperator
+    from airflow_codeagent.tools.hook import hook_tool
+    from airflow_codeagent.tools.object_storage import ObjectStorageTool
+    from airflow_codeagent.tools.sql import SQLTool
 
 __version__ = "0.1.0"
 
-__all__ = ["AgentRun", "CodeAgent", "CodeAgentOperator", "LiteLLMHook", "RetryPolicy", "RunStatus",
-           "Tool", "__version__", "codeagent_task", "tool"]
+__all__ = ["AgentRun", "CodeAgent", "CodeAgentOperator", "LiteLLMHook", "ObjectStorageTool", "RetryPolicy",
+           "RunStatus", "SQLTool", "Tool", "__version__", "codeagent_task", "hook_tool", "tool"]
 
 _AIRFLOW_NAMES = {
     "CodeAgentOperator": "airflow_codeagent.operators.codeagent",
     "LiteLLMHook": "airflow_codeagent.hooks.litellm",
     "codeagent_task": "airflow_codeagent.decorators.codeagent",
+    "SQLTool": "airflow_codeagent.tools.sql",
+    "ObjectStorageTool": "airflow_codeagent.tools.object_storage",
+    "hook_tool": "airflow_codeagent.tools.hook",
 }
 
 
