@@ -30,4 +30,5 @@ def configure() -> Path:
         {"name": "examples", "classpath": LOCAL_BUNDLE, "kwargs": {"path": str(EXAMPLE_DAGS)}},
     ])
     os.environ["CODEAGENT_REPORT_DIR"] = str(home / "reports")
+    os.environ["CODEAGENT_REPLAY_DIR"] = str(home / "replay")
     return home

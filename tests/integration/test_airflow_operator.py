@@ -274,3 +274,17 @@ def test_the_provider_is_registered_with_airflow(airflow_db):
                            capture_output=True, text=True, timeout=300, check=True)
     litellm_hook = [h for h in json.loads(hooks.stdout) if h["connection_type"] == "litellm"]
     assert litellm_hook and litellm_hook[0]["class"] == "airflow_codeagent.hooks.litellm.LiteLLMHook"
+
+
+def test_retry_replay_through_object_storage_and_cleanup_on_success(llm, test_dags, xcoms):
+    from pathlib import Path
+
+    llm.reset([code("a = 1"), code("b = a + 1"), HTTPError(401, "key rotated"), code("final_answer(b)")])
+    dag_run = run_dag("test_agent_retry_replay_object_storage", test_dags)
+
+    assert len(llm.requests) == 4  # 3 in the first try, 1 in the retry
+    values = xcoms(dag_run.dag_id, dag_run.run_id)
+    assert values[("agent", "return_value", -1)] == 2
+    assert [s["replayed"] for s in values[("agent", "codeagent_trace", -1)]["steps"]] == [True, True, False]
+    journal_dir = Path(os.environ["CODEAGENT_REPLAY_DIR"]) / dag_run.dag_id / dag_run.run_id / "agent" / "-1"
+    assert journal_dir.is_dir() and list(journal_dir.iterdir()) == []  # cleared once the task succeeded

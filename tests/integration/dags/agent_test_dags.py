@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 
 import pendulum
 from airflow.sdk import DAG, BaseHook, task
@@ -99,3 +100,9 @@ with DAG("test_agent_non_json_answer", schedule=None, start_date=START, catchup=
 with DAG("test_agent_retry_replay", schedule=None, start_date=START, catchup=False,
          default_args={**DEFAULTS, "retries": 1, "retry_delay": datetime.timedelta(seconds=0)}):
     CodeAgentOperator(task_id="agent", prompt="Three steps then answer", max_steps=5)
+
+
+with DAG("test_agent_retry_replay_object_storage", schedule=None, start_date=START, catchup=False,
+         default_args={**DEFAULTS, "retries": 1, "retry_delay": datetime.timedelta(seconds=0)}):
+    CodeAgentOperator(task_id="agent", prompt="Three steps then answer", max_steps=5,
+                      replay_storage=f"file://{os.environ.get('CODEAGENT_REPLAY_DIR', '/tmp/codeagent-replay')}")
