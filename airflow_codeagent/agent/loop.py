@@ -283,6 +283,7 @@ class _Run:
                  on_step: StepCallback | None, journal: CallJournal | None,
                  ledger: SideEffectLedger, tool_functions: Mapping[str, Callable[..., Any]]) -> None:
         self.tool_functions = tool_functions
+        self.side_effect_tools = {t.name for t in agent.tools if t.side_effect}
         self.journal = journal
         self.ledger = ledger
         self.agent = agent
@@ -479,6 +480,9 @@ class _Run:
 
     def _finish_step(self, step: Step) -> None:
         step.ended_at = now_iso()
+        for call in step.tool_calls:  # a side effect that really ran is marked in the trace
+            if call["name"] in self.side_effect_tools:
+                call["side_effect"] = True
         self.trace.steps.append(step)
         self._publish()
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 TRACE_XCOM_KEY = "codeagent_trace"
 _ON_CAP_CHOICES = ("fail", "succeed_with_partial")
+_APPROVAL_CHOICES = ("none", "required")
 
 
 class CodeAgentOperator(BaseOperator):
@@ -40,6 +41,11 @@ class CodeAgentOperator(BaseOperator):
     ends on a cap fails the task with a one-line reason, unless
     ``on_max_steps``/``on_timeout``/``on_budget_exceeded`` is
     ``"succeed_with_partial"``.
+
+    With ``approval="required"`` no side-effecting tool call is executed: each
+    is staged as an intent (XCom ``codeagent_intents``) for a human to approve;
+    ``airflow_codeagent.approval.agent_with_approval`` adds the approval and
+    apply steps.
     """
 
     template_fields: Sequence[str] = ("prompt", "inputs", "model", "instructions")
@@ -77,9 +83,15 @@ class CodeAgentOperator(BaseOperator):
         replay_storage: str | None = None,
         compaction: str = "llm",
         max_prompt_tokens: int | None = None,
+        approval: str = "none",
+        action_mode: str = "code",
+        code_format: str = "markdown",
+        parse_retries: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if approval not in _APPROVAL_CHOICES:
+            raise ValueError(f"approval must be one of {_APPROVAL_CHOICES}, got {approval!r}")
         for name, value in (("on_max_steps", on_max_steps), ("on_timeout", on_timeout),
                             ("on_budget_exceeded", on_budget_exceeded)):
             if value not in _ON_CAP_CHOICES:
@@ -93,7 +105,8 @@ class CodeAgentOperator(BaseOperator):
         self.llm_conn_id = llm_conn_id
         self.model = model
         self.inputs = inputs
-        self.tools = expand_tools(tools)
+        self._tool_items = list(tools)  # toolkits kept: they know how to preview their side effects
+        self.tools = expand_tools(self._tool_items)
         self.max_steps = max_steps
         self.authorized_imports = list(authorized_imports)
         self.on_max_steps = on_max_steps
@@ -113,6 +126,10 @@ class CodeAgentOperator(BaseOperator):
         self.replay_storage = replay_storage
         self.compaction = compaction
         self.max_prompt_tokens = max_prompt_tokens
+        self.approval = approval
+        self.action_mode = action_mode
+        self.code_format = code_format
+        self.parse_retries = parse_retries
         self._agent: CodeAgent | None = None
 
     # -- templating ---------------------------------------------------------
@@ -147,9 +164,14 @@ class CodeAgentOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         inputs = self._inputs(context)
         hook = LiteLLMHook(self.llm_conn_id)
+        tools, stager = self.tools, None
+        if self.approval == "required":
+            from airflow_codeagent.approval.intents import staging_tools
+
+            tools, stager = staging_tools(self._tool_items)
         agent = CodeAgent(
             hook.get_model(self.model, retry=self.retry),
-            tools=self.tools,
+            tools=tools,
             max_steps=self.max_steps,
             authorized_imports=self.authorized_imports,
             max_run_seconds=self.max_run_seconds,
@@ -163,6 +185,9 @@ class CodeAgentOperator(BaseOperator):
             interrupt_exceptions=(AirflowTaskTimeout, AirflowTaskTerminated),
             compaction=self.compaction,
             max_prompt_tokens=self.max_prompt_tokens,
+            action_mode=self.action_mode,
+            code_format=self.code_format,
+            parse_retries=self.parse_retries,
         )
         self._agent = agent
         ti = context["ti"]
@@ -178,6 +203,12 @@ class CodeAgentOperator(BaseOperator):
             run = agent.run(self.prompt, inputs, on_step=publish, journal=journal)
         finally:
             self._agent = None
+            if stager is not None:
+                from airflow_codeagent.approval.intents import INTENTS_XCOM_KEY
+
+                ti.xcom_push(key=INTENTS_XCOM_KEY, value=stager.to_xcom())
+                self.log.info("Staged %d intent(s) for approval: %s", len(stager.intents),
+                              ", ".join(f"#{i.id} {i.tool}" for i in stager.intents) or "none")
         result = self._outcome(run)
         if journal is not None:
             journal.clear()  # succeeded: nothing will be replayed

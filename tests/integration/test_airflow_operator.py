@@ -288,3 +288,15 @@ def test_retry_replay_through_object_storage_and_cleanup_on_success(llm, test_da
     assert [s["replayed"] for s in values[("agent", "codeagent_trace", -1)]["steps"]] == [True, True, False]
     journal_dir = Path(os.environ["CODEAGENT_REPLAY_DIR"]) / dag_run.dag_id / dag_run.run_id / "agent" / "-1"
     assert journal_dir.is_dir() and list(journal_dir.iterdir()) == []  # cleared once the task succeeded
+
+
+def test_operator_in_json_action_mode(llm, test_dags, xcoms):
+    llm.reset([json.dumps({"thought": "look up", "tool": "lookup_customer", "arguments": {"customer_id": 2}}),
+               json.dumps({"tool": "final_answer", "arguments": {"answer": "globex"}})])
+    dag_run = run_dag("test_agent_json_mode", test_dags)
+
+    values = xcoms(dag_run.dag_id, dag_run.run_id)
+    assert values[("agent", "return_value", -1)] == "globex"
+    trace = values[("agent", "codeagent_trace", -1)]
+    assert trace["action_mode"] == "json"
+    assert trace["steps"][0]["tool_calls"][0]["name"] == "lookup_customer"

@@ -43,7 +43,8 @@ def scripted_connection(replies):
 def test_every_example_dag_parses(example_dags):
     assert example_dags.import_errors == {}
     assert set(example_dags.dag_ids) == {
-        "codeagent_reconcile_orders", "codeagent_daily_metrics_review", "codeagent_ticket_triage"}
+        "codeagent_reconcile_orders", "codeagent_daily_metrics_review", "codeagent_ticket_triage",
+        "codeagent_data_quality_fix"}
     for dag in example_dags.dags.values():
         agent_tasks = [t for t in dag.tasks if t.task_type in ("CodeAgentOperator", "MappedOperator")
                        or getattr(t, "operator_name", "") == "CodeAgentOperator"]

@@ -106,3 +106,8 @@ with DAG("test_agent_retry_replay_object_storage", schedule=None, start_date=STA
          default_args={**DEFAULTS, "retries": 1, "retry_delay": datetime.timedelta(seconds=0)}):
     CodeAgentOperator(task_id="agent", prompt="Three steps then answer", max_steps=5,
                       replay_storage=f"file://{os.environ.get('CODEAGENT_REPLAY_DIR', '/tmp/codeagent-replay')}")
+
+
+with DAG("test_agent_json_mode", schedule=None, start_date=START, catchup=False, default_args=DEFAULTS):
+    CodeAgentOperator(task_id="agent", prompt="Look up customer 2", tools=[lookup_customer],
+                      action_mode="json", max_steps=3)

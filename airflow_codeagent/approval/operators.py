@@ -1,0 +1,189 @@
+"""Agent -> human approval -> apply, as Airflow tasks.
+
+``agent_with_approval(task_id="fix", prompt=..., tools=[SQLTool("wh", read_only=False)])``
+returns a TaskGroup ``fix`` with three tasks:
+
+- ``fix.agent``: the agent run; every side-effecting call is staged as an
+  intent (XCom ``codeagent_intents``), none is executed;
+- ``fix.approval``: Airflow's human-in-the-loop ``ApprovalOperator`` (Required
+  Actions in the UI; the task waits in ``awaiting_input`` without holding a
+  worker slot); its body renders the intents as markdown and it has a
+  ``reason`` field. Approve pushes the approved intents (XCom
+  ``codeagent_approved_intents``); Reject skips ``fix.apply``. Either way the
+  decision, who made it and why is XCom ``codeagent_decision`` and in the log;
+- ``fix.apply``: executes exactly the approved intents with the tools of the
+  DAG definition, no model call, each at most once across retries.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import BaseOperator, Param, TaskGroup
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+
+from airflow_codeagent.agent.replay import InMemoryJournalStore
+from airflow_codeagent.approval.apply import apply_intents, resolve_tools
+from airflow_codeagent.approval.intents import (
+    INTENTS_XCOM_KEY,
+    intents_digest,
+    render_markdown,
+    staging_tools,
+)
+from airflow_codeagent.operators.codeagent import CodeAgentOperator
+from airflow_codeagent.tools.base import Tool, Toolkit
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+APPROVED_XCOM_KEY = "codeagent_approved_intents"
+DECISION_XCOM_KEY = "codeagent_decision"
+APPLIED_XCOM_KEY = "return_value"
+_DIGEST_KEY = "codeagent.approval.digest"
+_APPROVAL_CHOICES = ("none", "required")
+
+ToolItem = Tool | Toolkit | Callable[..., Any]
+
+
+# True once CodeAgentOperator itself takes approval= (then it does the staging, and is used directly).
+_NATIVE_APPROVAL = "approval" in inspect.signature(CodeAgentOperator.__init__).parameters
+
+
+class StagingCodeAgentOperator(CodeAgentOperator):
+    """``CodeAgentOperator`` with ``approval=``: ``"required"`` stages side effects as intents.
+
+    Stand-in for a ``CodeAgentOperator`` without ``approval=`` (same behaviour).
+    """
+
+    def __init__(self, *, tools: Iterable[ToolItem] = (), approval: str = "required", **kwargs: Any) -> None:
+        if approval not in _APPROVAL_CHOICES:
+            raise ValueError(f"approval must be one of {_APPROVAL_CHOICES}, got {approval!r}")
+        if _NATIVE_APPROVAL:
+            super().__init__(tools=tools, approval=approval, **kwargs)
+            return
+        self._tool_items = list(tools)
+        super().__init__(tools=self._tool_items, **kwargs)
+        self.approval = approval
+
+    def execute(self, context: Context) -> Any:
+        if _NATIVE_APPROVAL or self.approval != "required":
+            return super().execute(context)
+        real_tools = self.tools
+        self.tools, stager = staging_tools(self._tool_items)
+        try:
+            return super().execute(context)
+        finally:
+            self.tools = real_tools
+            context["ti"].xcom_push(key=INTENTS_XCOM_KEY, value=stager.to_xcom())
+            self.log.info("Staged %d intent(s) for approval: %s", len(stager.intents),
+                          ", ".join(f"#{i.id} {i.tool}" for i in stager.intents) or "none")
+
+
+class IntentApprovalOperator(ApprovalOperator):
+    """Approve or reject the intents an agent task staged; the body shows them as markdown."""
+
+    def __init__(self, *, agent_task_id: str, subject: str | None = None, **kwargs: Any) -> None:
+        params = dict(kwargs.pop("params", None) or {})
+        params.setdefault("reason", Param("", type="string", title="Reason",
+                                          description="Why you approve or reject (recorded with the decision)."))
+        super().__init__(subject=subject or f"Apply the changes staged by {agent_task_id}?",
+                         params=params, **kwargs)
+        self.agent_task_id = agent_task_id
+
+    def _intents(self, context: Context) -> list[dict[str, Any]]:
+        return context["ti"].xcom_pull(task_ids=self.agent_task_id, key=INTENTS_XCOM_KEY) or []
+
+    def execute(self, context: Context) -> Any:
+        intents = self._intents(context)
+        if not intents:
+            raise AirflowSkipException(f"{self.agent_task_id} staged no side-effecting call: nothing to approve")
+        digest = intents_digest(intents)
+        store = context.get("task_state_store")
+        if store is not None:
+            store.set(_DIGEST_KEY, digest)
+        self.body = f"{render_markdown(intents)}\n\n<sub>intents digest {digest}</sub>"
+        return super().execute(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        # Record first: on Reject, ApprovalOperator skips downstream by raising, so nothing after it runs.
+        if "error" not in event:
+            self.validate_chosen_options(event["chosen_options"])
+            self._record(context, event)
+        return super().execute_complete(context, event)
+
+    def _record(self, context: Context, event: dict[str, Any]) -> None:
+        intents = self._intents(context)
+        approved = event["chosen_options"] == [self.APPROVE]
+        by = event.get("responded_by_user")
+        reason = (event.get("params_input") or {}).get("reason") or None
+        responded_at = event.get("responded_at")
+        decision = {
+            "decision": "approved" if approved else "rejected",
+            "by": dict(by) if by else None,
+            "reason": reason,
+            "at": responded_at.isoformat() if hasattr(responded_at, "isoformat") else responded_at,
+            "intents": [i["id"] for i in intents],
+            "digest": intents_digest(intents),
+        }
+        context["ti"].xcom_push(key=DECISION_XCOM_KEY, value=decision)
+        who = (by or {}).get("name") or (by or {}).get("id") or "the timeout default"
+        self.log.info("Intents %s by %s%s", decision["decision"], who, f": {reason}" if reason else "")
+        if approved:
+            store = context.get("task_state_store")
+            shown = store.get(_DIGEST_KEY) if store is not None else None
+            if shown is not None and shown != decision["digest"]:
+                raise AirflowException("the staged intents changed after they were shown for approval "
+                                       f"(shown {shown}, now {decision['digest']}); nothing was approved")
+            context["ti"].xcom_push(key=APPROVED_XCOM_KEY, value=intents)
+
+
+class ApplyIntentsOperator(BaseOperator):
+    """Execute the approved intents with the DAG's own tools: no model call, each intent at most once."""
+
+    ui_color = "#e8f5e9"
+
+    def __init__(self, *, tools: Iterable[ToolItem], approval_task_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tools = list(tools)
+        self.approval_task_id = approval_task_id
+
+    def execute(self, context: Context) -> Any:
+        ti = context["ti"]
+        decision = ti.xcom_pull(task_ids=self.approval_task_id, key=DECISION_XCOM_KEY)
+        if not decision or decision.get("decision") != "approved":
+            raise AirflowSkipException(f"{self.approval_task_id} approved nothing")
+        intents = ti.xcom_pull(task_ids=self.approval_task_id, key=APPROVED_XCOM_KEY) or []
+        store = context.get("task_state_store")
+        if store is None:
+            self.log.warning("This Airflow has no task state store: a retried apply may repeat intents.")
+            store = InMemoryJournalStore()
+        applied = apply_intents(intents, resolve_tools(self.tools), store)
+        for a in applied:
+            self.log.info("intent #%d %s: %s", a.id, a.tool,
+                          "already applied by an earlier try" if a.skipped_as_done else "applied")
+        return [a.to_dict() for a in applied]
+
+
+def agent_with_approval(*, task_id: str, tools: Sequence[ToolItem],
+                        approval_kwargs: dict[str, Any] | None = None,
+                        apply_kwargs: dict[str, Any] | None = None,
+                        **operator_kwargs: Any) -> TaskGroup:
+    """A TaskGroup ``task_id``: agent (side effects staged) -> human approval -> apply.
+
+    ``operator_kwargs`` go to the agent operator (``prompt``, ``inputs``, ``max_steps``, ...);
+    ``approval_kwargs`` to the approval (``subject``, ``assigned_users``, ``response_timeout``,
+    ``notifiers``); ``apply_kwargs`` to the apply step (``retries``, ...).
+    """
+    tools = list(tools)
+    with TaskGroup(group_id=task_id) as group:
+        agent_class = CodeAgentOperator if _NATIVE_APPROVAL else StagingCodeAgentOperator
+        agent = agent_class(task_id="agent", tools=tools, approval="required", **operator_kwargs)
+        approval = IntentApprovalOperator(task_id="approval", agent_task_id=agent.task_id,
+                                          **(approval_kwargs or {}))
+        apply = ApplyIntentsOperator(task_id="apply", tools=tools, approval_task_id=approval.task_id,
+                                     **(apply_kwargs or {}))
+        agent >> approval >> apply
+    return group

@@ -1,0 +1,368 @@
+"""Staged side effects with human approval, end to end in a real Airflow.
+
+Real parts: a SQLite file behind an Airflow connection, the SQLite metadata
+DB, dag.test() running agent -> approval -> apply, the scripted model server,
+and the human's answer given the way the UI gives it: through the HITL REST
+API of Airflow's own API-server app (``PATCH .../hitlDetails``) with a
+SimpleAuthManager JWT, while dag.test() waits for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pendulum
+import pytest
+
+from airflow_codeagent.agent.replay import InMemoryJournalStore
+from airflow_codeagent.approval import (
+    IntentMismatch,
+    apply_intents,
+    render_markdown,
+    resolve_tools,
+    staging_tools,
+)
+from airflow_codeagent.tools.base import tool
+from airflow_codeagent.tools.object_storage import ObjectStorageTool
+from airflow_codeagent.tools.sql import SQLTool
+
+pytestmark = pytest.mark.integration
+
+CONN_ID = "codeagent_approval_sqlite"  # the id tests/integration/dags/approval_test_dags.py uses
+DAG_ID = "test_approval"
+UPDATE = "UPDATE orders SET total = -total, fixes = fixes + 1 WHERE total < 0"
+
+
+def code(body: str) -> str:
+    return f"Thought: next.\n```python\n{body}\n```"
+
+
+@pytest.fixture
+def shop_db(tmp_path, monkeypatch) -> Path:
+    """Orders 1-10, of which 3 have a negative total; ``fixes`` counts how often a row was fixed."""
+    path = tmp_path / "shop.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total NUMERIC, fixes INTEGER NOT NULL DEFAULT 0)")
+    conn.executemany("INSERT INTO orders (id, total) VALUES (?, ?)",
+                     [(i, -i if i in (2, 5, 7) else i) for i in range(1, 11)])
+    conn.commit()
+    conn.close()
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps({"conn_type": "sqlite", "host": str(path)}))
+    monkeypatch.setenv("CODEAGENT_APPROVAL_AUDIT", str(tmp_path / "audit.log"))
+    return path
+
+
+def rows(path: Path) -> dict[int, tuple[float, int]]:
+    conn = sqlite3.connect(path)
+    try:
+        return {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, total, fixes FROM orders")}
+    finally:
+        conn.close()
+
+
+# -- staging and applying, without Airflow's scheduler ------------------------------------
+
+
+def test_staging_executes_nothing_and_previews_sql_with_row_count_and_files_with_first_lines(shop_db, tmp_path):
+    files = tmp_path / "files"
+    files.mkdir()
+    toolkits = [SQLTool(CONN_ID, read_only=False), ObjectStorageTool(str(files), write=True)]
+    staged, stager = staging_tools(toolkits)
+    by_name = {t.name: t for t in staged}
+    before = rows(shop_db)
+
+    assert by_name["sql"].func(UPDATE) == "staged as intent #1"
+    text = "\n".join(f"line {i}" for i in range(1, 41))
+    assert by_name["write_text"].func("reports/fix.md", text=text) == "staged as intent #2"
+    assert by_name["sql"].func("SELECT COUNT(*) AS n FROM orders") == [{"n": 10}]  # reading still runs
+    with pytest.raises(ValueError):  # the tool's own statement check applies at staging time
+        by_name["sql"].func("DELETE FROM orders; DROP TABLE orders")
+
+    assert rows(shop_db) == before and not (files / "reports").exists()
+    sql_intent, file_intent = stager.to_xcom()
+    assert sql_intent["tool"] == "sql" and sql_intent["preview"] == UPDATE and sql_intent["row_count"] == 3
+    assert sql_intent["arguments"] == {"query": UPDATE}
+    assert file_intent["arguments"] == {"path": "reports/fix.md", "text": text}
+    assert file_intent["preview"].startswith("write reports/fix.md (")
+    assert "line 20\n" in file_intent["preview"] and "line 21" not in file_intent["preview"]
+    assert "Staged" not in by_name["sql"].description and "staged for human approval" in by_name["sql"].description
+    assert "query" in by_name["sql"].signature_text()
+    markdown = render_markdown(stager.to_xcom())
+    assert "### Intent #1: `sql` — would touch **3** rows" in markdown and f"```sql\n{UPDATE}\n```" in markdown
+
+
+def test_apply_runs_each_intent_once_and_refuses_altered_or_unknown_intents(shop_db):
+    toolkit = SQLTool(CONN_ID, read_only=False)
+    staged, stager = staging_tools([toolkit])
+    staged[0].func(UPDATE)
+    intents = stager.to_xcom()
+    store = InMemoryJournalStore()
+    tools = resolve_tools([toolkit])
+
+    first = apply_intents(intents, tools, store)
+    again = apply_intents(intents, tools, store)  # a retry with the same store
+
+    assert [a.to_dict()["already_applied"] for a in first + again] == [False, True]
+    assert first[0].result == [{"rows_affected": 3}] and again[0].result == [{"rows_affected": 3}]
+    assert {i: r for i, r in rows(shop_db).items() if i in (2, 5, 7)} == {2: (2, 1), 5: (5, 1), 7: (7, 1)}
+    altered = [dict(intents[0], args=["DELETE FROM orders"])]
+    with pytest.raises(IntentMismatch, match="changed after it was staged"):
+        apply_intents(altered, tools, InMemoryJournalStore())
+    with pytest.raises(IntentMismatch, match="not a side-effecting tool"):
+        apply_intents(intents, resolve_tools([SQLTool(CONN_ID)]), InMemoryJournalStore())
+    assert rows(shop_db)[1] == (1, 0)
+
+
+def test_staging_leaves_non_side_effect_tools_alone_and_previews_others_generically():
+    @tool(side_effect=True)
+    def notify(channel: str, text: str = "") -> str:
+        """Post a message.
+
+        Args:
+            channel: where.
+            text: what.
+        """
+        raise AssertionError("must not run while staging")
+
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add."""
+        return a + b
+
+    staged, stager = staging_tools([notify, add])
+    assert staged[1] is add
+    assert staged[0].func("#ops", text="hi") == "staged as intent #1"
+    with pytest.raises(TypeError, match="plain data"):
+        staged[0].func("#ops", text=object())
+    (intent,) = stager.to_xcom()
+    assert intent["preview"] == 'notify(\n  channel="#ops",\n  text="hi",\n)'
+    assert intent["row_count"] is None
+
+
+# -- the DAG: agent -> approval -> apply, with the human answering through the REST API ----
+
+
+@pytest.fixture(scope="module")
+def model_server():
+    from airflow_codeagent.testing.scripted_llm import ScriptedLLMServer
+
+    server = ScriptedLLMServer().start()
+    os.environ["AIRFLOW_CONN_LITELLM_DEFAULT"] = json.dumps({
+        "conn_type": "litellm", "host": server.api_base, "password": "sk-approval-test",
+        "extra": {"model": "openai/scripted-model", "temperature": 0},
+    })
+    yield server
+    server.stop()
+    del os.environ["AIRFLOW_CONN_LITELLM_DEFAULT"]
+
+
+@pytest.fixture(scope="module")
+def api(airflow_db):
+    """Airflow's API-server app (what the UI talks to) and a token for user ``reviewer``."""
+    from airflow.api_fastapi.app import create_app, get_auth_manager, purge_cached_app
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from fastapi.testclient import TestClient
+
+    secret = os.environ.get("AIRFLOW__API_AUTH__JWT_SECRET")
+    os.environ["AIRFLOW__API_AUTH__JWT_SECRET"] = "approval-tests-" + "x" * 64
+    purge_cached_app()
+    try:
+        with TestClient(create_app("core"), base_url="http://127.0.0.1") as client:
+            jwt = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="reviewer", role="admin"))
+            client.headers["Authorization"] = f"Bearer {jwt}"
+            yield client
+    finally:
+        purge_cached_app()
+        if secret is None:
+            del os.environ["AIRFLOW__API_AUTH__JWT_SECRET"]
+        else:
+            os.environ["AIRFLOW__API_AUTH__JWT_SECRET"] = secret
+
+
+class Reviewer(threading.Thread):
+    """Waits for the approval to appear under Required Actions, then answers it like the UI does."""
+
+    def __init__(self, client, choice: str, reason: str) -> None:
+        super().__init__(daemon=True)
+        self.client, self.choice, self.reason = client, choice, reason
+        self.seen: dict | None = None
+        self.response = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                listing = self.client.get(f"/api/v2/dags/{DAG_ID}/dagRuns/~/hitlDetails",
+                                          params={"response_received": False})
+                pending = listing.json()["hitl_details"] if listing.status_code == 200 else []
+                if pending:
+                    self.seen = pending[0]
+                    ti = self.seen["task_instance"]
+                    self.response = self.client.patch(
+                        f"/api/v2/dags/{DAG_ID}/dagRuns/{ti['dag_run_id']}/taskInstances/"
+                        f"{ti['task_id']}/{ti['map_index']}/hitlDetails",
+                        json={"chosen_options": [self.choice], "params_input": {"reason": self.reason}})
+                    return
+                time.sleep(0.3)
+            raise TimeoutError("the approval never appeared among the required actions")
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+            self._release()
+
+    @staticmethod
+    def _release(wait_s: float = 120) -> None:
+        """dag.test() waits for the answer forever: fail the waiting task so the test ends and reports."""
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from airflow.utils.state import TaskInstanceState
+        from sqlalchemy import update
+
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            with create_session() as session:
+                released = session.execute(
+                    update(TaskInstance)
+                    .where(TaskInstance.dag_id == DAG_ID, TaskInstance.state == TaskInstanceState.AWAITING_INPUT)
+                    .values(state=TaskInstanceState.FAILED)).rowcount
+            if released:
+                return
+            time.sleep(0.5)
+
+
+def run_with_reviewer(test_dags, api, choice: str, reason: str, day: int):
+    reviewer = Reviewer(api, choice, reason)
+    reviewer.start()
+    dag_run = test_dags.get_dag(DAG_ID).test(logical_date=pendulum.datetime(2024, 6, day, tz="UTC"))
+    reviewer.join(10)
+    assert reviewer.error is None, reviewer.error
+    assert reviewer.response is not None and reviewer.response.status_code == 200, reviewer.response.text
+    return dag_run, reviewer
+
+
+def states(dag_run) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+
+
+AGENT_SCRIPT = [
+    code("print(sql('SELECT COUNT(*) AS n FROM orders WHERE total < 0'))\n"
+         f"print(sql({UPDATE!r}))\n"
+         "print(audit('flipped the sign of 3 negative order totals'))"),
+    code("final_answer('staged the fix')"),
+]
+
+
+def test_approve_applies_each_intent_once_even_when_apply_is_retried(model_server, test_dags, api, xcoms,
+                                                                        shop_db, tmp_path, monkeypatch):
+    monkeypatch.setenv("CODEAGENT_APPROVAL_FAIL_ONCE", str(tmp_path / "audit-failed-once"))
+    model_server.reset(AGENT_SCRIPT)
+    before = rows(shop_db)
+
+    dag_run, reviewer = run_with_reviewer(test_dags, api, "Approve", "looks right", 1)
+
+    assert states(dag_run) == {"fix.agent": "success", "fix.approval": "success", "fix.apply": "success"}
+    values = xcoms(DAG_ID, dag_run.run_id)
+    intents = values[("fix.agent", "codeagent_intents", -1)]
+    assert [(i["id"], i["tool"], i["row_count"]) for i in intents] == [(1, "sql", 3), (2, "audit", None)]
+    assert intents[0]["preview"] == UPDATE
+    trace = values[("fix.agent", "codeagent_trace", -1)]
+    assert "[{'n': 3}]\nstaged as intent #1\nstaged as intent #2\n" == trace["steps"][0]["stdout"]
+    # what the reviewer saw: the intents as markdown
+    assert reviewer.seen["subject"] == "Fix negative order totals?"
+    assert "### Intent #1: `sql` — would touch **3** rows" in reviewer.seen["body"]
+    assert UPDATE in reviewer.seen["body"] and "### Intent #2: `audit`" in reviewer.seen["body"]
+    decision = values[("fix.approval", "codeagent_decision", -1)]
+    assert decision["decision"] == "approved" and decision["reason"] == "looks right"
+    assert decision["by"]["name"] == "reviewer" and decision["intents"] == [1, 2]
+    # try 1 applied the UPDATE, then the audit call failed; try 2 skipped the UPDATE and logged once
+    apply_ti = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "fix.apply")
+    assert apply_ti.try_number == 2
+    applied = values[("fix.apply", "return_value", -1)]
+    assert [(a["id"], a["already_applied"]) for a in applied] == [(1, True), (2, False)]
+    after = rows(shop_db)
+    assert {i: after[i] for i in (2, 5, 7)} == {2: (2, 1), 5: (5, 1), 7: (7, 1)}  # fixed exactly once
+    assert all(after[i] == before[i] for i in after if i not in (2, 5, 7))
+    assert Path(os.environ["CODEAGENT_APPROVAL_AUDIT"]).read_text() == \
+        "flipped the sign of 3 negative order totals\n"
+
+
+def test_reject_applies_nothing_and_records_who_and_why(model_server, test_dags, api, xcoms, shop_db):
+    model_server.reset(AGENT_SCRIPT)
+    before = rows(shop_db)
+
+    dag_run, reviewer = run_with_reviewer(test_dags, api, "Reject", "order 5 is a real refund", 2)
+
+    assert states(dag_run) == {"fix.agent": "success", "fix.approval": "success", "fix.apply": "skipped"}
+    assert rows(shop_db) == before
+    assert not Path(os.environ["CODEAGENT_APPROVAL_AUDIT"]).exists()
+    values = xcoms(DAG_ID, dag_run.run_id)
+    decision = values[("fix.approval", "codeagent_decision", -1)]
+    assert decision["decision"] == "rejected" and decision["reason"] == "order 5 is a real refund"
+    assert decision["by"]["name"] == "reviewer"
+    assert ("fix.approval", "codeagent_approved_intents", -1) not in values
+    assert len(values[("fix.agent", "codeagent_intents", -1)]) == 2
+
+
+@pytest.mark.parametrize("sandbox", ["isolated", "restricted"])
+def test_agent_run_stages_side_effects_in_either_sandbox(llm_server, shop_db, sandbox):
+    from airflow_codeagent import CodeAgent
+
+    server = llm_server([
+        code(f"n = sql('SELECT COUNT(*) AS n FROM orders WHERE total < 0')[0]['n']\n"
+             f"print(n, sql({UPDATE!r}))"),
+        code("final_answer(n)"),
+    ])
+    tools, stager = staging_tools([SQLTool(CONN_ID, read_only=False)])
+    agent = CodeAgent("openai/scripted-model", tools=tools, sandbox=sandbox,
+                      model_kwargs={"api_base": server.api_base, "api_key": "sk-test"})
+    run = agent.run("Fix negative totals")
+
+    assert run.answer == 3 and run.trace["steps"][0]["stdout"] == "3 staged as intent #1\n"
+    assert [(i["tool"], i["row_count"]) for i in stager.to_xcom()] == [("sql", 3)]
+    assert all(fixes == 0 for _, fixes in rows(shop_db).values())
+    assert "staged for human approval" in server.requests[0].messages[0]["content"]
+
+
+def test_example_dag_is_agent_approval_apply(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.integration.airflow_env import EXAMPLE_DAGS
+
+    bag = DagBag(str(EXAMPLE_DAGS / "data_quality_fix.py"))
+    assert bag.import_errors == {}
+    dag = bag.get_dag("codeagent_data_quality_fix")
+    assert dag.get_task("fix_quality.agent").downstream_task_ids == {"fix_quality.approval"}
+    assert dag.get_task("fix_quality.approval").downstream_task_ids == {"fix_quality.apply"}
+    assert dag.get_task("fix_quality.apply").downstream_task_ids == {"report"}
+
+
+def _loop_marks_side_effects() -> bool:
+    import inspect
+
+    from airflow_codeagent.agent import loop
+
+    return "side_effect_tools" in inspect.getsource(loop)
+
+
+@pytest.mark.skipif(not _loop_marks_side_effects(), reason="needs the agent/loop.py change that marks side effects")
+def test_without_approval_side_effects_run_and_the_trace_marks_them(llm_server, shop_db):
+    import jsonschema
+
+    from airflow_codeagent import CodeAgent
+    from airflow_codeagent.agent.trace import load_schema
+
+    server = llm_server([code(f"print(sql({UPDATE!r}))\nprint(sql('SELECT COUNT(*) AS n FROM orders'))"),
+                         code("final_answer('done')")])
+    agent = CodeAgent("openai/scripted-model", tools=[SQLTool(CONN_ID, read_only=False)], sandbox="restricted",
+                      model_kwargs={"api_base": server.api_base, "api_key": "sk-test"})
+    run = agent.run("Fix negative totals")
+
+    assert run.trace["steps"][0]["stdout"] == "[{'rows_affected': 3}]\n[{'n': 10}]\n"
+    assert [c.get("side_effect") for c in run.trace["steps"][0]["tool_calls"]] == [True, True]
+    jsonschema.validate(run.trace, load_schema())
+    assert rows(shop_db)[2] == (2, 1)
