@@ -58,7 +58,10 @@ class StepClock:
         self.fired = ""
 
     def stop(self) -> None:
-        self._deadline = float("inf")
+        # Between steps no model code may run: a generator's ``finally`` or a model ``__del__``-like
+        # path reached from the worker's garbage collector would otherwise loop with no deadline.
+        self._deadline = float("-inf")
+        self._reason = "model code ran outside a step"
 
     def cancel(self) -> None:
         """Stop running model code at its next tick; safe from any thread."""

@@ -92,7 +92,7 @@ from airflow_codeagent.sandbox import protocol
 from airflow_codeagent.sandbox.observation import ExecutionError, Observation, ToolCall
 from airflow_codeagent.sandbox.output import OutputBuffer
 from airflow_codeagent.sandbox.policy import DEFAULT_AUTHORIZED_IMPORTS
-from airflow_codeagent.sandbox.restricted import RestrictedExecutor, _describe_arguments, _min_limit
+from airflow_codeagent.sandbox.restricted import RestrictedExecutor, _describe_arguments, _min_limit, clip_message
 
 try:  # how the in-process executor presents a tool's exception to model code (and records it)
     from airflow_codeagent.sandbox.restricted import _model_safe_exception
@@ -509,9 +509,16 @@ class IsolatedExecutor:
         error = outcome["error"]
         if error is not None:
             error = ExecutionError(error["type"], error["message"], error["traceback"])
-            if error.type == "MemoryError" and not error.message and self.memory_limit_mb:
-                error = ExecutionError("MemoryError", f"the sandbox's memory limit of "
-                                       f"{self.memory_limit_mb} MiB was reached", error.traceback)
+            if error.type == "MemoryError":
+                limit_text = (f"the sandbox's memory limit of {self.memory_limit_mb} MiB was reached"
+                              if self.memory_limit_mb else "the sandbox ran out of memory")
+                message = error.message or limit_text
+                if not self._child_can_allocate():
+                    # What fills the address space is still referenced (a dict the loop grew) and
+                    # even a step that frees it would fail: the child is replaced.
+                    self._discard_child(respawn=True)
+                    message = f"{message}; {LOST}"
+                error = ExecutionError("MemoryError", message, error.traceback)
         return Observation(
             stdout=outcome["stdout"],
             value_repr=outcome["value_repr"],
@@ -521,6 +528,18 @@ class IsolatedExecutor:
             final_answer=outcome["final_answer"],
             tool_calls=tuple(tool_calls),
         )
+
+    def _child_can_allocate(self) -> bool:
+        """After a MemoryError: has the child 1 MiB to spare, enough to run a step that frees memory?"""
+        self._res.enter()
+        try:
+            probe = self._run_in_child("len(' ' * 1048576)", 5.0, [])
+        except BaseException:
+            self._discard_child(respawn=False)
+            raise
+        finally:
+            self._res.leave()
+        return not isinstance(probe, ExecutionError) and probe["error"] is None
 
     def cancel(self) -> None:
         """Stop the running step and every later one (as in-process); callable from any thread.
@@ -756,7 +775,7 @@ class IsolatedExecutor:
             # executor turns the rebuilt exception into the same model-facing error.
             shown = _model_safe_exception(exc)
             tool_calls.append(ToolCall(name, arguments, time.perf_counter() - started, None,
-                                       f"{type(shown).__name__}: {shown}"))
+                                       clip_message(f"{type(shown).__name__}: {shown}")))
             reply = {"op": "tool_result", "ok": False, "error": protocol.describe_exception(exc)}
         except BaseException as exc:  # noqa: BLE001 - not a host exception: model code sees it, as in-process
             reply = {"op": "tool_result", "ok": False, "error": protocol.describe_exception(exc)}

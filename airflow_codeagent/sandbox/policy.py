@@ -20,6 +20,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from airflow_codeagent.sandbox import dataframes
 from airflow_codeagent.sandbox.allowlist import GENERIC_DENYLIST, MODULE_ALLOWLIST
 from RestrictedPython.Guards import (
     full_write_guard,
@@ -233,6 +234,15 @@ def guarded_getattr(obj: Any, name: str, *default: Any) -> Any:
         raise AttributeError("AttributeError.obj is not available in the sandbox")
     if name in ("format", "format_map") and isinstance(obj, collections.UserString):
         raise NotImplementedError("format() on UserString is not safe")
+    if isinstance(name, str) and dataframes.handles(obj):
+        # pandas/numpy objects and classes: I/O, pickle and eval methods refused, others wrapped.
+        refusal = dataframes.attribute_refusal(obj, name)
+        if refusal is not None:
+            if default:
+                return default[0]
+            raise AttributeError(refusal)
+        value = safer_getattr(obj, name, default[0]) if default else safer_getattr_raise(obj, name)
+        return dataframes.guard_value(obj, name, value)
     if default:
         return safer_getattr(obj, name, default[0])
     return safer_getattr_raise(obj, name)
@@ -266,7 +276,9 @@ def _guarded_type(*args: Any) -> Any:
     if len(args) != 1:
         raise TypeError("only type(obj) is available in the sandbox; define classes with 'class'")
     result = builtins.type(args[0])
-    return _guarded_type if issubclass(result, type) else result
+    if issubclass(result, type):
+        return _guarded_type
+    return dataframes.guard_type(result)  # numpy.ndarray's constructor reads raw memory
 
 
 def build_builtins(import_policy: ImportPolicy) -> dict[str, Any]:

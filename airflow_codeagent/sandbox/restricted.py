@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import decimal
+import json
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -30,7 +31,7 @@ from airflow_codeagent.sandbox.instrument import (
 )
 from airflow_codeagent.sandbox.observation import ExecutionError, Observation, ToolCall
 from airflow_codeagent.sandbox.output import OutputBuffer, SandboxPrinter
-from airflow_codeagent.sandbox.plain_data import to_plain_data
+from airflow_codeagent.sandbox.plain_data import NotPlainData, to_plain_data
 from airflow_codeagent.sandbox.policy import (
     DEFAULT_AUTHORIZED_IMPORTS,
     ImportPolicy,
@@ -41,6 +42,8 @@ from airflow_codeagent.sandbox.policy import (
 FINAL_ANSWER_NAME = "final_answer"
 _MAX_TRACEBACK_FRAMES = 8
 _MAX_ARGUMENT_REPR = 200
+_MAX_MESSAGE_CHARS = 10_000  # an error message is model-controlled text, like stdout
+MAX_ANSWER_CHARS = 100_000  # the answer goes to XCom and the trace; bulk data belongs in a tool
 
 
 class _FinalAnswerGiven(BaseException):
@@ -169,7 +172,7 @@ class RestrictedExecutor:
         """``str(exc)`` may run model code (an argument's repr), so it is guarded too."""
         traceback_text = _model_traceback(exc, compiled)
         try:
-            return ExecutionError(type(exc).__name__, str(exc), traceback_text)
+            return ExecutionError(type(exc).__name__, clip_message(str(exc)), traceback_text)
         except self._reraise:
             raise
         except StepInterrupted as interrupt:
@@ -206,6 +209,12 @@ class RestrictedExecutor:
         def final_answer(answer: Any) -> None:
             """End the run with ``answer``."""
             plain = to_plain_data(answer)  # raises into model code, which can fix its answer
+            size = len(json.dumps(plain))
+            if size > MAX_ANSWER_CHARS:
+                raise NotPlainData(
+                    f"final_answer() got {size} characters of data; the limit is {MAX_ANSWER_CHARS}. "
+                    "Return the result, not the bulk data: a summary, or save the rows with a tool "
+                    "and return where they are")
             state.final_answer_called = True
             state.final_answer = plain
             raise _FinalAnswerGiven()
@@ -229,7 +238,7 @@ class RestrictedExecutor:
             duration = time.perf_counter() - started
             if failure is not None:
                 state.tool_calls.append(ToolCall(name, arguments, duration, None,
-                                                 f"{type(failure).__name__}: {failure}"))
+                                                 clip_message(f"{type(failure).__name__}: {failure}")))
                 raise failure  # outside the except block: no __context__ to the original
             state.tool_calls.append(ToolCall(name, arguments, duration, len(self._safe_repr(result)), None))
             return result
@@ -254,6 +263,10 @@ def _model_safe_exception(exc: Exception) -> Exception:
         except Exception:  # noqa: BLE001 - constructors with required arguments (UnicodeError)
             pass
     return ToolError(f"{kind.__name__}: {message}")
+
+
+def clip_message(text: str, limit: int = _MAX_MESSAGE_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more characters]"
 
 
 def _plain_message(exc: Exception) -> str:

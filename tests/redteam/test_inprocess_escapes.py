@@ -1,4 +1,10 @@
-"""Red-team tests for the in-process RestrictedPython sandbox.
+"""Red-team tests for the sandbox, run against BOTH executors.
+
+Every payload runs against the in-process ``RestrictedExecutor`` and the
+child-process ``IsolatedExecutor`` (``conftest.py`` parametrizes the autouse
+``sandbox_kind`` fixture; ``make_executor`` builds whichever is current, with
+the same keywords). Checks of host state that only the in-process executor
+could touch are marked ``@inprocess_only`` with the reason.
 
 Every test runs one attack written as hostile model code and asserts that the
 attack FAILED in a specific way: an error observation of the expected kind, no
@@ -20,8 +26,10 @@ from typing import Any
 import pytest
 
 from airflow_codeagent.sandbox import policy
+from airflow_codeagent.sandbox.isolated import IsolatedExecutor
 from airflow_codeagent.sandbox.observation import Observation
 from airflow_codeagent.sandbox.restricted import RestrictedExecutor
+from tests.redteam.conftest import inprocess_only
 
 SECRET = "canary-7f3a9c51-DO-NOT-LEAK"
 MARKER = "PWNED-3b1e"
@@ -69,19 +77,38 @@ def _registry():
     return _HOST_REGISTRY
 
 
-def make_executor(step_timeout_s: float | None = 2, **kwargs: Any) -> RestrictedExecutor:
+Executor = RestrictedExecutor | IsolatedExecutor
+_FACTORIES = {"restricted": RestrictedExecutor, "isolated": IsolatedExecutor}
+_CURRENT: dict[str, Any] = {"kind": "restricted", "made": []}
+
+
+@pytest.fixture(autouse=True)
+def _executor_kind(sandbox_kind):
+    """Which executor ``make_executor`` builds for this test; closes them all afterwards."""
+    _CURRENT["kind"] = sandbox_kind
+    made: list[Executor] = []
+    _CURRENT["made"] = made
+    yield sandbox_kind
+    for ex in made:
+        ex.close()
+    _CURRENT["made"] = []
+
+
+def make_executor(step_timeout_s: float | None = 2, **kwargs: Any) -> Executor:
     tools = {"lookup": _make_lookup(), "status": _status, "registry": _registry}
     tools.update(kwargs.pop("tools", {}))
-    return RestrictedExecutor(
+    ex = _FACTORIES[_CURRENT["kind"]](
         tools=tools,
         variables=kwargs.pop("variables", {"data": [1, 2]}),
         authorized_imports=IMPORTS,
         step_timeout_s=step_timeout_s,
         **kwargs,
     )
+    _CURRENT["made"].append(ex)
+    return ex
 
 
-def run(ex: RestrictedExecutor, code: str) -> Observation:
+def run(ex: Executor, code: str) -> Observation:
     """``ex.run`` must never raise; a BaseException escaping it is itself a finding.
 
     Converting it here also keeps a KeyboardInterrupt/SystemExit from model code
@@ -94,7 +121,7 @@ def run(ex: RestrictedExecutor, code: str) -> Observation:
         # Keep only text: the traceback holds model objects whose repr runs model code.
         escaped = f"{type(exc).__name__}: {_message(exc)}"
         del exc
-    pytest.fail(f"RestrictedExecutor.run raised {escaped} "
+    pytest.fail(f"{type(ex).__name__}.run raised {escaped} "
                 "(model code ended the host call instead of producing an error observation)",
                 pytrace=False)
 
@@ -128,13 +155,13 @@ def assert_no_leak(obs: Observation) -> None:
     assert MARKER not in produced, f"escape marker printed: sandbox escaped:\n{text[:2000]}"
 
 
-def assert_host_still_works(ex: RestrictedExecutor) -> None:
+def assert_host_still_works(ex: Executor) -> None:
     obs = run(ex, "40 + 2")
     assert obs.error is None, obs.error
     assert obs.value_repr == "42"
 
 
-def run_in_thread(ex: RestrictedExecutor, code: str, join_timeout_s: float):
+def run_in_thread(ex: Executor, code: str, join_timeout_s: float):
     """Run a step that may never return; cancel it if it outlives ``join_timeout_s``."""
     box: dict[str, Any] = {}
 
@@ -524,6 +551,7 @@ def test_host_objects_returned_by_tools_cannot_be_mutated():
         _HOST_REGISTRY["items"] = [1, 2, 3]
 
 
+@inprocess_only("the child has its own random module; the host's can only change in-process")
 @pytest.mark.parametrize("code", [
     "import random\nrandom.seed(12345)\nrandom.random()",
     "import random\nrandom.setstate(random.getstate())\nrandom.random()",
@@ -542,6 +570,7 @@ def test_host_global_random_state_is_untouched(code):
         random.setstate(state)
 
 
+@inprocess_only("the child has its own random module; the host's can only change in-process")
 def test_random_getstate_is_not_the_host_state():
     random.seed(424242)
     state = random.getstate()
@@ -552,6 +581,7 @@ def test_random_getstate_is_not_the_host_state():
     assert random.getstate() == state
 
 
+@inprocess_only("the child has its own decimal contexts; the host's can only change in-process")
 @pytest.mark.parametrize("code", [
     "import decimal\ndecimal.setcontext(decimal.Context(prec=3))",
     "import decimal\ndecimal.getcontext().traps.update({decimal.Inexact: True})",
@@ -717,10 +747,14 @@ def test_error_message_cannot_raise_out_of_run(exc):
     assert_host_still_works(ex)
 
 
-def test_tool_argument_repr_cannot_raise_out_of_run():
+def test_tool_argument_repr_cannot_raise_out_of_run(sandbox_kind):
     ex = make_executor()
     obs = run(ex, COUNTER_RAISES.format(exc="KeyboardInterrupt") + "lookup(C(a=1))\n")
-    assert obs.error is not None and obs.error.type == "KeyboardInterrupt"
+    if sandbox_kind == "isolated":
+        # The argument crosses as JSON data (a plain dict): no model code runs in the host.
+        assert obs.error is None and obs.tool_calls[0].arguments == "{'a': 1}", obs
+    else:
+        assert obs.error is not None and obs.error.type == "KeyboardInterrupt"
     assert_host_still_works(ex)
 
 
@@ -847,3 +881,39 @@ def test_hook_abuse_gives_a_clean_observation(code):
 # Deep C-level recursion (a million nested map() iterators, hash() of a million nested
 # tuples) segfaults CPython 3.11 with no Python frame to tick: the in-process executor
 # cannot stop it. Those payloads belong to the isolated executor's suite.
+
+
+@inprocess_only("the child's garbage collector runs in the child; only in-process is it the worker's")
+def test_model_code_cannot_run_in_the_host_between_steps():
+    """A generator whose ``finally`` never ends, left in a reference cycle: the worker's next
+    garbage collection (any thread, any time) runs it with the step clock stopped."""
+    import gc
+
+    ex = make_executor(step_timeout_s=1)
+    obs = run(ex, """
+        def g():
+            try:
+                yield 1
+            finally:
+                while True:
+                    pass
+        cycle = [g()]
+        next(cycle[0])
+        cycle.append(cycle)
+        cycle = None
+    """)
+    assert obs.error is None, obs.error
+    done = threading.Event()
+
+    def collect() -> None:
+        gc.collect()
+        done.set()
+
+    thread = threading.Thread(target=collect, daemon=True)
+    thread.start()
+    finished = done.wait(5)  # hang detector only: gc.collect() itself takes milliseconds
+    if not finished:
+        ex.cancel()  # the tick honours cancellation: frees the worker
+        thread.join(10)
+        pytest.xfail("model code ran in the host outside any step (worker's gc); fix: clock.stop() diff")
+    assert_host_still_works(ex)
