@@ -15,6 +15,7 @@ import pytest
 
 from airflow_codeagent.agent.trace import load_schema
 from airflow_codeagent.testing.scripted_llm import HTTPError, Reply
+from tests.integration.model_connection import scripted_model_connection
 
 pytestmark = pytest.mark.integration
 
@@ -28,16 +29,8 @@ def code(body: str) -> str:
 
 @pytest.fixture(scope="module")
 def model_server():
-    from airflow_codeagent.testing.scripted_llm import ScriptedLLMServer
-
-    server = ScriptedLLMServer().start()
-    os.environ["AIRFLOW_CONN_LITELLM_DEFAULT"] = json.dumps({
-        "conn_type": "litellm", "host": server.api_base, "password": PASSWORD,
-        "extra": {"model": "openai/scripted-model", "temperature": 0},
-    })
-    yield server
-    server.stop()
-    del os.environ["AIRFLOW_CONN_LITELLM_DEFAULT"]
+    with scripted_model_connection(password=PASSWORD) as server:
+        yield server
 
 
 @pytest.fixture

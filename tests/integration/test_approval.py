@@ -30,6 +30,7 @@ from airflow_codeagent.approval import (
 from airflow_codeagent.tools.base import tool
 from airflow_codeagent.tools.object_storage import ObjectStorageTool
 from airflow_codeagent.tools.sql import SQLTool
+from tests.integration.model_connection import scripted_model_connection
 
 pytestmark = pytest.mark.integration
 
@@ -149,16 +150,8 @@ def test_staging_leaves_non_side_effect_tools_alone_and_previews_others_generica
 
 @pytest.fixture(scope="module")
 def model_server():
-    from airflow_codeagent.testing.scripted_llm import ScriptedLLMServer
-
-    server = ScriptedLLMServer().start()
-    os.environ["AIRFLOW_CONN_LITELLM_DEFAULT"] = json.dumps({
-        "conn_type": "litellm", "host": server.api_base, "password": "sk-approval-test",
-        "extra": {"model": "openai/scripted-model", "temperature": 0},
-    })
-    yield server
-    server.stop()
-    del os.environ["AIRFLOW_CONN_LITELLM_DEFAULT"]
+    with scripted_model_connection(password="sk-approval-test") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

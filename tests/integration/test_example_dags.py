@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
 
 import pendulum
 import pytest
 
 from tests.integration.airflow_env import EXAMPLE_DAGS
+from tests.integration.model_connection import scripted_model_connection
 
 pytestmark = pytest.mark.integration
 
@@ -20,24 +19,6 @@ def example_dags(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(str(EXAMPLE_DAGS))
-
-
-@contextlib.contextmanager
-def scripted_connection(replies):
-    """The default connection pointed at a scripted server for the duration of one DAG run."""
-    from airflow_codeagent.testing.scripted_llm import ScriptedLLMServer
-
-    with ScriptedLLMServer(replies) as server:
-        previous = os.environ.get("AIRFLOW_CONN_LITELLM_DEFAULT")
-        os.environ["AIRFLOW_CONN_LITELLM_DEFAULT"] = json.dumps({
-            "conn_type": "litellm", "host": server.api_base, "extra": {"model": "openai/scripted"}})
-        try:
-            yield server
-        finally:
-            if previous is None:
-                del os.environ["AIRFLOW_CONN_LITELLM_DEFAULT"]
-            else:
-                os.environ["AIRFLOW_CONN_LITELLM_DEFAULT"] = previous
 
 
 def test_every_example_dag_parses(example_dags):
@@ -62,7 +43,7 @@ def test_reconcile_example_runs_extract_agent_load(example_dags, xcoms):
         "missing = sorted(o['order_id'] for o in orders if o['order_id'] not in paid)\n"
         "final_answer({'unsettled': unsettled, 'missing_payment': missing})\n```",
     ]
-    with scripted_connection(replies) as server:
+    with scripted_model_connection(replies, model="openai/scripted") as server:
         dag_run = example_dags.get_dag("codeagent_reconcile_orders").test(
             logical_date=pendulum.datetime(2024, 5, 1, tz="UTC"))
 
@@ -83,7 +64,7 @@ def test_triage_example_fans_out_one_agent_per_ticket(example_dags, xcoms):
              "if plan == 'enterprise' and ('down' in text or 'outage' in text):\n    priority = 'P1'\n"
              "elif plan in ('pro', 'enterprise'):\n    priority = 'P2'\nelse:\n    priority = 'P3'\n"
              "final_answer({'id': ticket['id'], 'priority': priority})\n```")
-    with scripted_connection([reply] * 3):
+    with scripted_model_connection([reply] * 3, model="openai/scripted"):
         dag_run = example_dags.get_dag("codeagent_ticket_triage").test(
             logical_date=pendulum.datetime(2024, 5, 2, tz="UTC"))
 

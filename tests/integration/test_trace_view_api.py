@@ -8,7 +8,6 @@ SimpleAuthManager JWTs.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from importlib.metadata import entry_points
@@ -19,6 +18,7 @@ import pendulum
 import pytest
 
 from airflow_codeagent.plugins import render
+from tests.integration.model_connection import scripted_model_connection
 
 pytestmark = pytest.mark.integration
 
@@ -52,16 +52,8 @@ def ensure_plugin_registered() -> None:
 
 @pytest.fixture(scope="module")
 def model_server():
-    from airflow_codeagent.testing.scripted_llm import ScriptedLLMServer
-
-    server = ScriptedLLMServer().start()
-    os.environ["AIRFLOW_CONN_LITELLM_DEFAULT"] = json.dumps({
-        "conn_type": "litellm", "host": server.api_base, "password": "sk-trace-view-test",
-        "extra": {"model": "openai/scripted-model", "temperature": 0},
-    })
-    yield server
-    server.stop()
-    del os.environ["AIRFLOW_CONN_LITELLM_DEFAULT"]
+    with scripted_model_connection(password="sk-trace-view-test") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
