@@ -214,13 +214,24 @@ def _key(row: Mapping[str, Any]) -> tuple[str, str, str]:
 def current_rows(rows: Sequence[Mapping[str, Any]], tasks: Sequence[ActionTask], modes: Sequence[str],
                  model: str, max_steps: int) -> dict[tuple[str, str], dict[str, Any]]:
     """The latest row per (task, mode) for this model, step cap and task version."""
-    fps = {t.name: t.fingerprint() for t in tasks}
+    by_name = {t.name: t for t in tasks}
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
-        if (row.get("model") == model and row.get("mode") in modes and row.get("task") in fps
-                and row.get("task_fp") == fps[row["task"]] and row.get("max_steps") == max_steps):
-            latest[(row["task"], row["mode"])] = dict(row)
+        task = by_name.get(row.get("task", ""))
+        if (task is not None and row.get("model") == model and row.get("mode") in modes
+                and row.get("task_fp") == task.fingerprint() and row.get("max_steps") == max_steps):
+            latest[(row["task"], row["mode"])] = rejudge(dict(row), task)
     return latest
+
+
+def rejudge(row: dict[str, Any], task: ActionTask) -> dict[str, Any]:
+    """Judge the recorded answer with the task's current checker (checkers may grow more tolerant)."""
+    if row.get("harness_error") or "status" not in row or "answer" not in row:
+        return row
+    final = row["status"] == "final_answer"
+    row["success"] = final and task.check(row["answer"])
+    row["fallback_correct"] = not final and row["answer"] is not None and task.check(row["answer"])
+    return row
 
 
 def is_done(row: Mapping[str, Any] | None) -> bool:

@@ -19,11 +19,21 @@ from typing import Any
 Checker = Callable[[Any], bool]
 
 
-def _described(text: str) -> Callable[[Checker], Checker]:
+def _described(text: str, *, scalar: bool = False) -> Callable[[Checker], Checker]:
+    """Mark a checker with its description and make it total (an odd answer is just wrong).
+
+    A ``scalar`` checker also accepts its answer wrapped once: ``{"owner": "x"}`` or
+    ``["x"]`` where ``"x"`` is asked for, as a reviewer would.
+    """
     def mark(check: Checker) -> Checker:
         def safe(answer: Any) -> bool:
             try:
-                return bool(check(coerce(answer)))
+                value = coerce(answer)
+                if scalar and isinstance(value, Mapping) and len(value) == 1:
+                    value = next(iter(value.values()))
+                elif scalar and isinstance(value, list) and len(value) == 1:
+                    value = value[0]
+                return bool(check(coerce(value)))
             except Exception:  # noqa: BLE001 - an odd answer is a wrong answer, never a crash
                 return False
 
@@ -85,7 +95,7 @@ def _scalar_key(value: Any) -> str:
 
 
 def number(expected: float, tol: float = 0.011) -> Checker:
-    @_described(f"a number within {tol:g} of {expected!r}")
+    @_described(f"a number within {tol:g} of {expected!r}", scalar=True)
     def check(answer: Any) -> bool:
         got = as_number(answer)
         return got is not None and math.isclose(got, expected, abs_tol=tol)
@@ -98,7 +108,7 @@ def integer(expected: int) -> Checker:
 
 
 def text(expected: str) -> Checker:
-    @_described(f"the text {expected!r} (case and surrounding quotes ignored)")
+    @_described(f"the text {expected!r} (case and surrounding quotes ignored)", scalar=True)
     def check(answer: Any) -> bool:
         return isinstance(answer, (str, dt.date)) and _text(answer) == _text(expected)
 
@@ -106,7 +116,7 @@ def text(expected: str) -> Checker:
 
 
 def iso_date(expected: str) -> Checker:
-    @_described(f"the date {expected} (a date, or a string starting YYYY-MM-DD)")
+    @_described(f"the date {expected} (a date, or a string starting YYYY-MM-DD)", scalar=True)
     def check(answer: Any) -> bool:
         return _text(answer)[:10] == expected
 
