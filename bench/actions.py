@@ -39,6 +39,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import argparse
 import contextlib
 import datetime as dt
+import functools
+import hashlib
 import json
 import math
 import platform
@@ -123,10 +125,25 @@ def repeated_actions(trace: Mapping[str, Any]) -> int:
     return count
 
 
+@functools.lru_cache(maxsize=1)
+def agent_fingerprint() -> str:
+    """A hash of the agent's source as imported, so rows from different agent versions can be told apart."""
+    import airflow_codeagent
+
+    root = Path(airflow_codeagent.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".py", ".md", ".json") and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def base_row(task: ActionTask, mode: str, *, model: str, max_steps: int) -> dict[str, Any]:
     return {"model": model, "mode": mode, "task": task.name, "family": task.family,
             "task_fp": task.fingerprint(), "min_calls": task.min_calls, "max_steps": max_steps,
             "host": f"{platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}",
+            "agent_fp": agent_fingerprint(),
             "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -446,6 +463,10 @@ def write_outputs(args: argparse.Namespace, tasks: Sequence[ActionTask], modes: 
     summary = summarize(latest, tasks, modes)
     header = (f"model {args.model}; {len(tasks)} tasks; modes {','.join(modes)}; max_steps {args.max_steps}; "
               f"rows from {args.out}")
+    versions = sorted({str(row.get("agent_fp")) for row in latest.values()})
+    if len(versions) > 1:
+        header += (f"\nWARNING: these rows come from {len(versions)} agent versions ({', '.join(versions)}); "
+                   "compare modes on rows of one version (use a new --out per agent change)")
     print(format_report(summary, latest, tasks, header=header))
     path = chart_path(args)
     if path is not None:

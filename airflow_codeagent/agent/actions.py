@@ -53,17 +53,35 @@ EXPECTED_FORMAT = (
     "final_answer(result) inside a code block."
 )
 
-_INVENTED_OBSERVATION = re.compile(r"^\s*Observation\s*:", re.MULTILINE)
+# A line, outside any code fence, where the model starts writing what its code will
+# print: "Observation:", "Output:", "**Result:**", "Execution result:", "Expected output:".
+_INVENTED_OBSERVATION = re.compile(
+    r"^[ \t]*(?:\*\*)?(?:observation|output|result|execution result|expected output|printed output)s?"
+    r"(?:\*\*)?[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
+def _fenced_spans(text: str) -> list[tuple[int, int]]:
+    return [match.span() for match in _FENCE.finditer(text)]
 
 
 def acted_text(text: str) -> str:
-    """The part of a reply the agent acts on: up to a line the model began with "Observation:".
+    """The part of a reply the agent acts on: up to where the model began inventing the observation.
 
-    A small model often writes the observation it expects and then code that
-    relies on it; that code must not run.
+    A small model often writes the output it expects ("Output:" and a block
+    holding a made-up result) and then code that relies on it; neither may
+    run, and the made-up result must not stay in its memory as if it were real.
+    Marker words inside a code fence are code, not a cut; "Output:" before the
+    first fence may introduce the code, so only "Observation:" cuts there.
     """
-    match = _INVENTED_OBSERVATION.search(text)
-    return text if match is None else text[:match.start()].rstrip()
+    spans = _fenced_spans(text)
+    for match in _INVENTED_OBSERVATION.finditer(text):
+        if any(start <= match.start() < end for start, end in spans):
+            continue
+        # "Output:" before any code may just introduce it; "Observation:" never does.
+        after_code = bool(spans) and match.start() >= spans[0][1]
+        if after_code or match.group(0).strip(" \t*:").lower() == "observation":
+            return text[:match.start()].rstrip()
+    return text
 
 
 def _unfenced_code(text: str) -> str | None:

@@ -118,6 +118,7 @@ class CodeAgent:
         action_mode: str = "code",
         code_format: str = "markdown",
         parse_retries: int = 0,
+        repeat_temperature: float | None = 0.7,
     ) -> None:
         check_limits(max_steps=max_steps, max_run_seconds=max_run_seconds,
                      step_timeout_seconds=step_timeout_seconds, max_input_tokens=max_input_tokens,
@@ -141,6 +142,11 @@ class CodeAgent:
         if not isinstance(parse_retries, int) or parse_retries < 0:
             raise ValueError(f"parse_retries must be an integer >= 0, got {parse_retries!r}")
         self.parse_retries = parse_retries
+        if repeat_temperature is not None and (
+                not isinstance(repeat_temperature, (int, float)) or isinstance(repeat_temperature, bool)
+                or not 0 <= repeat_temperature <= 2):
+            raise ValueError(f"repeat_temperature must be a number from 0 to 2, or None, got {repeat_temperature!r}")
+        self.repeat_temperature = repeat_temperature
         names = [t.name for t in self.tools]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -207,6 +213,7 @@ class CodeAgent:
             "sandbox": self.sandbox,
             "code_format": getattr(self.mode, "code_format", None),
             "parse_retries": self.parse_retries,
+            "repeat_temperature": self.repeat_temperature,
         }
 
     def cancel(self) -> None:
@@ -330,6 +337,7 @@ class _Run:
 
     def _loop(self) -> tuple[RunStatus, str | None]:
         previous_code: str | None = None
+        last_failure: _Failure | None = None
         for index in range(1, self.agent.max_steps + 1):
             if self.agent.cancel_requested:
                 return RunStatus.ERROR, "run cancelled"
@@ -338,7 +346,8 @@ class _Run:
             step = Step(index=index, kind=StepKind.ACTION, started_at=now_iso())
             try:
                 self._compact_if_needed(index)
-                completion, action = self._act(self.memory.messages(), step, self.deadline, str(index))
+                completion, action = self._act(self.memory.messages(), step, self.deadline, str(index),
+                                               last_failure)
             except ModelCallError as exc:
                 return self._model_failure(step, exc)
             except _BudgetRefusal as refusal:
@@ -357,6 +366,7 @@ class _Run:
                 step.error = ExecutionError("ParseError", action.message, "").to_dict()
                 self.memory.add_step(index, acted, f"Error: {action.message}")
             self._finish_step(step)
+            last_failure = _Failure.of(completion, action, step.error)
             if step.final_answer_called:
                 self.trace.answer = step.final_answer
                 self.trace.answer_source = "final_answer"
@@ -371,9 +381,15 @@ class _Run:
         left = self._time_left()
         return left is not None and left <= 0
 
-    def _act(self, messages: list[dict[str, Any]], step: Step, deadline: float | None,
-             slot: str) -> tuple[Completion, CodeAction | ToolCallAction | ParseFailure]:
-        """Ask the model and parse its action; re-ask up to ``parse_retries`` times in this step."""
+    def _act(self, messages: list[dict[str, Any]], step: Step, deadline: float | None, slot: str,
+             last_failure: _Failure | None = None) -> tuple[Completion, CodeAction | ToolCallAction | ParseFailure]:
+        """Ask the model and parse its action, re-asking within the step when it is no use.
+
+        An unparseable reply is re-asked up to ``parse_retries`` times. A reply
+        that repeats the action that just failed is re-asked once, sampled at
+        ``repeat_temperature``: at temperature 0 a model shown the same
+        context answers the same, so every later step would fail alike.
+        """
         completion = self._call_model(messages, step, deadline, slot)
         action = self.agent.mode.parse(completion)
         for attempt in range(1, self.agent.parse_retries + 1):
@@ -384,13 +400,21 @@ class _Run:
                         {"role": "user", "content": f"Error: {action.message}"}]
             completion = self._call_model(messages, step, deadline, f"{slot}.retry{attempt}")
             action = self.agent.mode.parse(completion)
+        if (last_failure is not None and self.agent.repeat_temperature is not None
+                and _action_key(completion, action) == last_failure.action_key):
+            step.rejected_outputs.append(completion.text)
+            messages = [*messages, {"role": "assistant", "content": completion.text},
+                        {"role": "user", "content": last_failure.repeat_note()}]
+            completion = self._call_model(messages, step, deadline, f"{slot}.resample",
+                                          temperature=self.agent.repeat_temperature)
+            action = self.agent.mode.parse(completion)
         return completion, action
 
     def _call_tool(self, step: Step, action: ToolCallAction) -> str:
         return run_tool_call(action, self.tool_functions, step, self.agent.max_observation_chars)
 
     def _call_model(self, messages: list[dict[str, Any]], step: Step, deadline: float | None,
-                    slot: str) -> Completion:
+                    slot: str, *, temperature: float | None = None) -> Completion:
         """Replay the call from the journal, or size it against the budgets and make it."""
         model = self.agent.model
         fingerprint = request_fingerprint(model.model, messages, model.model_kwargs)
@@ -412,11 +436,13 @@ class _Run:
         if self.agent.stop_sequences and "stop" not in model.model_kwargs:
             overrides["stop"] = self.agent.stop_sequences
         overrides.update(self.agent.mode.request_overrides())
+        if temperature is not None:
+            overrides["temperature"] = temperature
         try:
             completion = model.complete(messages, deadline=deadline, overrides=overrides or None,
                                         cancel=self.agent._cancel_requested)
         except ModelCallError as exc:
-            step.retries = [r.to_dict() for r in exc.retries]
+            step.retries = [*step.retries, *(r.to_dict() for r in exc.retries)]
             self.trace.usage.retries += len(exc.retries)
             raise
         if self.journal is not None:
@@ -426,12 +452,9 @@ class _Run:
         return completion
 
     def _account(self, step: Step, completion: Completion, *, billed: bool) -> None:
-        step.model_output = completion.text
-        step.input_tokens = completion.input_tokens
-        step.output_tokens = completion.output_tokens
-        step.cost_usd = completion.cost_usd
-        step.llm_latency_s = completion.latency_s
-        step.retries = [r.to_dict() for r in completion.retries]
+        step.add_model_call(completion.text, completion.input_tokens, completion.output_tokens,
+                            completion.cost_usd, completion.latency_s,
+                            [r.to_dict() for r in completion.retries])
         if billed:
             self.trace.usage.add_call(completion.input_tokens, completion.output_tokens,
                                       completion.cost_usd, len(completion.retries))
@@ -523,6 +546,38 @@ class _Run:
             self.trace.answer = step.final_answer
             self.trace.answer_source = "fallback"
         self._finish_step(step)
+
+
+def _action_key(completion: Completion, action: CodeAction | ToolCallAction | ParseFailure) -> str:
+    """What makes two actions the same: the code, the tool call, or the unparseable reply."""
+    if isinstance(action, CodeAction):
+        return f"code:{action.code.strip()}"
+    if isinstance(action, ToolCallAction):
+        return f"tool:{action.as_json()}"
+    return f"reply:{acted_text(completion.text).strip()}"
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """The action of a step that failed, and how it failed, to recognise it when repeated."""
+
+    action_key: str
+    kind: str
+    error: str
+
+    @classmethod
+    def of(cls, completion: Completion, action: CodeAction | ToolCallAction | ParseFailure,
+           error: Mapping[str, Any] | None) -> _Failure | None:
+        if error is None:
+            return None
+        kind = {CodeAction: "code", ToolCallAction: "tool call"}.get(type(action), "reply")
+        message = str(error.get("message", "")).split("\n", 1)[0][:300]
+        return cls(_action_key(completion, action), kind, f"{error.get('type')}: {message}")
+
+    def repeat_note(self) -> str:
+        return (f"Error: this {self.kind} is exactly the one from your previous step, which failed with "
+                f"{self.error}. Sending it again would fail the same way, so it was not run. "
+                f"Read the error, change what caused it, and reply with a different {self.kind}.")
 
 
 def _native_call(action: ToolCallAction) -> dict[str, str] | None:

@@ -146,7 +146,26 @@ class Step:
     retries: list[dict[str, Any]] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     replayed: bool = False
-    rejected_outputs: list[str] = field(default_factory=list)  # replies re-asked for (parse_retries)
+    rejected_outputs: list[str] = field(default_factory=list)  # replies re-asked for (parse retry, repeat)
+    model_calls: int = 0  # calls whose usage the step's token, cost and latency figures add up
+
+    def add_model_call(self, output: str, input_tokens: int, output_tokens: int, cost_usd: float | None,
+                       latency_s: float | None, retries: list[dict[str, Any]]) -> None:
+        """A step re-asked within itself shows the sum of its calls, the last one's reply."""
+        first = self.model_calls == 0
+        self.model_calls += 1
+        self.model_output = output
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+        if first or cost_usd is None or self.cost_usd is None:
+            self.cost_usd = cost_usd if first else None  # unknown once any call's price is
+        else:
+            self.cost_usd += cost_usd
+        if first or latency_s is None or self.llm_latency_s is None:
+            self.llm_latency_s = latency_s if first else None
+        else:
+            self.llm_latency_s += latency_s
+        self.retries = [*self.retries, *retries]
 
     def to_dict(self, max_field_chars: int) -> dict[str, Any]:
         def cap(text: str | None) -> str | None:

@@ -87,6 +87,7 @@ class CodeAgentOperator(BaseOperator):
         action_mode: str = "code",
         code_format: str = "markdown",
         parse_retries: int = 0,
+        repeat_temperature: float | None = 0.7,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -130,6 +131,7 @@ class CodeAgentOperator(BaseOperator):
         self.action_mode = action_mode
         self.code_format = code_format
         self.parse_retries = parse_retries
+        self.repeat_temperature = repeat_temperature
         self._agent: CodeAgent | None = None
 
     # -- templating ---------------------------------------------------------
@@ -188,6 +190,7 @@ class CodeAgentOperator(BaseOperator):
             action_mode=self.action_mode,
             code_format=self.code_format,
             parse_retries=self.parse_retries,
+            repeat_temperature=self.repeat_temperature,
         )
         self._agent = agent
         ti = context["ti"]

@@ -11,7 +11,7 @@ import ast
 from dataclasses import dataclass
 from types import CodeType
 
-from RestrictedPython.transformer import RestrictingNodeTransformer
+from airflow_codeagent.sandbox.restricting import ModelCodeTransformer
 
 TICK_NAME = "_tick_"
 EXCEPT_TICK_NAME = "_except_tick_"
@@ -118,7 +118,7 @@ def compile_model_code(source: str, filename: str, protected: frozenset[str] = f
         raise RestrictedSyntaxError([f"{exc.msg} ({where}{text})"]) from None
     errors: list[str] = _rebinds(tree, protected)
     warnings: list[str] = []
-    RestrictingNodeTransformer(errors, warnings, {}).visit(tree)
+    ModelCodeTransformer(errors, warnings, {}).visit(tree)
     if errors:
         raise RestrictedSyntaxError(errors)
     _capture_trailing_expression(tree)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from airflow_codeagent.sandbox.clock import StepClock, StepInterrupted
+from airflow_codeagent.sandbox.hints import name_error_hint
 from airflow_codeagent.sandbox.instrument import (
     EXCEPT_TICK_NAME,
     RESULT_NAME,
@@ -172,13 +173,27 @@ class RestrictedExecutor:
         """``str(exc)`` may run model code (an argument's repr), so it is guarded too."""
         traceback_text = _model_traceback(exc, compiled)
         try:
-            return ExecutionError(type(exc).__name__, clip_message(str(exc)), traceback_text)
+            message = clip_message(str(exc))
+            if type(exc) is NameError and isinstance(exc.name, str):
+                hint = name_error_hint(exc.name, self._visible_names(exc, compiled), self._imports)
+                message = f"{message}. {hint}" if hint else message
+            return ExecutionError(type(exc).__name__, message, traceback_text)
         except self._reraise:
             raise
         except StepInterrupted as interrupt:
             return ExecutionError("StepInterrupted", interrupt.reason, traceback_text)
         except BaseException:  # noqa: BLE001
             return ExecutionError(type(exc).__name__, f"<unprintable {type(exc).__name__}>", traceback_text)
+
+    def _visible_names(self, exc: BaseException, compiled: CompiledCode) -> list[list[str]]:
+        """Names in scope where the NameError was raised, innermost scope first."""
+        frames = []
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == compiled.filename:
+                frames.append(list(tb.tb_frame.f_code.co_varnames))
+            tb = tb.tb_next
+        return [*reversed(frames), list(self._namespace), list(self._namespace.get("__builtins__", {}))]
 
     def _safe_repr(self, value: Any, limit: int = 10_000) -> str:
         try:

@@ -122,3 +122,16 @@ def test_parse_retries_re_ask_within_the_step_and_keep_every_reply(llm_server):
 def test_json_mode_refuses_a_code_format():
     with pytest.raises(ValueError, match='code_format applies to action_mode="code" only'):
         CodeAgent("openai/x", action_mode="json", code_format="json")
+
+
+def test_json_mode_resamples_a_repeated_failing_tool_call(llm_server):
+    bad = call("get_rate", currency="CHF")
+    server = llm_server([bad, bad, call("final_answer", answer="no CHF rate")])
+    run = agent(server, action_mode="json").run("Rate of CHF")
+
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == "no CHF rate"
+    assert run.trace["steps"][1]["rejected_outputs"] == [bad]
+    assert server.requests[2].body["temperature"] == 0.7
+    assert "this tool call is exactly the one" in server.requests[2].messages[-1]["content"]
+    assert len(run.trace["steps"][0]["tool_calls"]) == 1  # the repeat never reached the tool
+    assert all(not step["tool_calls"] or step["index"] == 1 for step in run.trace["steps"])

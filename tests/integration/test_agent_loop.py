@@ -566,3 +566,49 @@ def test_rate_limit_without_retry_after_backs_off_and_succeeds(llm_server):
     retries = run.trace["steps"][0]["retries"]
     assert run.answer == "ok" and len(retries) == 1
     assert retries[0]["status_code"] == 429 and 0.1 <= retries[0]["waited_s"] <= 0.2  # jittered first backoff
+
+
+def test_repeating_the_code_that_just_failed_is_resampled_not_rerun(llm_server):
+    failing = code("total = sum(get_rate(c) for c in currencies)", "Sum the rates.")
+    server = llm_server([failing, Reply(failing, prompt_tokens=300, completion_tokens=30),
+                         Reply(code("final_answer(get_rate('USD'))", "Only USD."), prompt_tokens=400)])
+    run = make_agent(server).run("Rate of USD")
+
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == 0.9
+    first, second = run.trace["steps"]
+    assert first["error"]["type"] == "NameError"
+    assert second["rejected_outputs"] == [failing]  # kept for the reviewer, never executed
+    assert second["code"] == "final_answer(get_rate('USD'))"
+    # the step's usage is both calls it made
+    assert (second["input_tokens"], second["output_tokens"]) == (700, 50)
+    resample = server.requests[2]
+    assert resample.body["temperature"] == 0.7 and "temperature" not in server.requests[1].body
+    note = resample.messages[-1]["content"]
+    assert "exactly the one from your previous step" in note and "NameError" in note
+    assert run.trace["limits"]["repeat_temperature"] == 0.7
+    assert_valid_trace(run.trace)
+
+
+def test_repeat_temperature_none_runs_the_repeat_as_sent(llm_server):
+    failing = code("1 / 0")
+    server = llm_server([failing, failing, code("final_answer(1)")])
+    run = make_agent(server, repeat_temperature=None).run("One")
+
+    assert [s["error"]["type"] if s["error"] else None for s in run.trace["steps"]] == \
+        ["ZeroDivisionError", "ZeroDivisionError", None]
+    assert all("temperature" not in r.body for r in server.requests)
+    assert "identical to your previous step" in server.requests[2].messages[-1]["content"]
+
+
+def test_code_that_succeeded_may_be_repeated_without_a_resample(llm_server):
+    server = llm_server([code("print(get_rate('USD'))"), code("print(get_rate('USD'))"), code("final_answer(1)")])
+    run = make_agent(server).run("One")
+
+    assert run.status is RunStatus.FINAL_ANSWER and len(server.requests) == 3
+    assert all(not s["rejected_outputs"] for s in run.trace["steps"])
+
+
+@pytest.mark.parametrize("value", [-0.1, 2.5, "hot", True])
+def test_bad_repeat_temperature_is_refused_by_name(value):
+    with pytest.raises(ValueError, match="repeat_temperature must be a number from 0 to 2"):
+        CodeAgent("openai/x", repeat_temperature=value)

@@ -505,6 +505,17 @@ def test_type_three_argument_form_is_refused():
     "import decimal\ndecimal.DefaultContext.prec = 1",
     "class C:\n    pass\nsetattr(C(), '__class__', int)",
     "delattr(lookup, '__name__')",
+    # augmented assignment compiles to the same write guard as plain assignment
+    "lookup.x += 1",
+    "final_answer.x += 1",
+    "import json\njson.x += 1",
+    "import json\njson.loads += 1",
+    "import decimal\ndecimal.getcontext().prec -= 27",
+    "import decimal\ndecimal.DefaultContext.prec -= 27",
+    "lookup.__doc__ += 'x'",
+    "class C:\n    pass\nC().__class__ += 1",
+    "xs = [1, 2]\nxs[0:1] += [3]",
+    "_tmp0 = 1",
 ])
 def test_writes_to_host_objects_are_refused(code):
     before = decimal.getcontext().prec, decimal.DefaultContext.prec
@@ -525,6 +536,8 @@ def test_inputs_cannot_be_mutated_through_the_sandbox():
     host = {"rows": [{"id": 1}], "meta": {"n": 1}}
     ex = make_executor(variables={"payload": host})
     obs = run(ex, """
+        payload["meta"]["n"] += 41
+        payload["rows"] += [{"id": 3}]
         payload["rows"][0]["id"] = 999
         payload["rows"].append({"id": 2})
         payload["meta"].clear()
@@ -532,6 +545,8 @@ def test_inputs_cannot_be_mutated_through_the_sandbox():
     """)
     assert obs.error is None
     assert host == {"rows": [{"id": 1}], "meta": {"n": 1}}
+    # ...while the sandbox's own copy changed as ordinary Python would have done it
+    assert run(ex, "payload['rows']").value_repr == "[{'id': 999}, {'id': 3}, {'id': 2}]"
 
 
 def test_host_objects_returned_by_tools_cannot_be_mutated():
@@ -543,6 +558,8 @@ def test_host_objects_returned_by_tools_cannot_be_mutated():
             r = registry()
             r["owner"] = "{MARKER}"
             r["items"].append(4)
+            r["items"][0] += 100
+            r["owner"] += "!"
         """)
         assert _HOST_REGISTRY == snapshot
     finally:

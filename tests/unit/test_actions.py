@@ -1,4 +1,6 @@
-from airflow_codeagent.agent.actions import CodeAction, ParseFailure, parse_code_action
+import pytest
+
+from airflow_codeagent.agent.actions import CodeAction, ParseFailure, acted_text, parse_code_action
 
 
 def test_python_fence_with_thought():
@@ -55,3 +57,26 @@ def test_unfenced_python_is_code_but_prose_is_not():
     assert parse_code_action("x = get_rate('USD')\nprint(x)") == CodeAction("", "x = get_rate('USD')\nprint(x)")
     assert isinstance(parse_code_action("The answer is 42."), ParseFailure)
     assert isinstance(parse_code_action("total"), ParseFailure)  # a bare name is not an action
+
+
+@pytest.mark.parametrize("marker", ["Observation:", "Output:", "**Output:**", "Result:", "Execution result:",
+                                    "Expected output:"])
+def test_an_invented_output_after_the_code_is_neither_run_nor_kept(marker):
+    reply = ("Thought: diff the counts.\n```python\ndiffs = compute()\nprint(diffs)\n```\n"
+             f"{marker}\n```python\n{{'orders': 10}}\n```\nSo the answer is 10.")
+    action = parse_code_action(reply)
+    assert action == CodeAction("diff the counts.", "diffs = compute()\nprint(diffs)")
+    assert acted_text(reply) == "Thought: diff the counts.\n```python\ndiffs = compute()\nprint(diffs)\n```"
+
+
+def test_marker_words_inside_the_code_are_code():
+    reply = "Thought: x\n```python\nresult: int = 3\noutput = {'a': 1}\nprint(result)\n```"
+    assert acted_text(reply) == reply
+    assert parse_code_action(reply).code == "result: int = 3\noutput = {'a': 1}\nprint(result)"
+
+
+def test_output_heading_before_the_code_introduces_it():
+    reply = "Thought: count rows.\nOutput:\n```python\nprint(len(rows))\n```"
+    assert parse_code_action(reply).code == "print(len(rows))"
+    invented = parse_code_action("Observation: 5 rows\n```python\nfinal_answer(5)\n```")
+    assert isinstance(invented, ParseFailure) and invented.message.startswith("Your reply was empty.")

@@ -107,6 +107,12 @@ PARITY_STEPS = [
     "for i in range(3):\n    print(i)\nfinal_answer(i)",
     "print('x' * 500)",
     "class P:\n    def __init__(self, v):\n        self.v = v\nP(3).v",
+    "counts = {}\nfor w in 'a b a'.split():\n    counts[w] = counts.get(w, 0)\n    counts[w] += 1\ncounts",
+    "class T:\n    n = 0\nt = T()\nt.n += 2\nt.n *= 5\nt.n",
+    "math.pi += 1",
+    "xs = [1]\nxs[0:1] += [2]",
+    "sqrt(4)",
+    "[x for xx in data if x]",
 ]
 
 

@@ -13,6 +13,56 @@ def test_state_persists_and_functions_from_earlier_steps_print_into_the_current_
     assert ex.variables()["count"] == 2
 
 
+def test_augmented_assignment_to_items_and_attributes_works_as_in_python():
+    ex = RestrictedExecutor()
+    observation = ex.run(
+        "calls = []\n"
+        "def key(k):\n"
+        "    calls.append(k)\n"
+        "    return k\n"
+        "counts = {'a': 0}\n"
+        "counts[key('a')] += 1\n"  # the key expression runs once, as in Python
+        "nested = {'rows': [1]}\n"
+        "alias = nested['rows']\n"
+        "nested['rows'] += [2]\n"  # in place (__iadd__): the alias sees it
+        "grid = [[0, 0], [0, 0]]\n"
+        "grid[1][0] -= 3\n"
+        "class Acc:\n"
+        "    def __init__(self):\n"
+        "        self.total = 10\n"
+        "    def add(self, x):\n"
+        "        self.total //= x\n"
+        "acc = Acc()\n"
+        "acc.add(3)\n"
+        "(counts, calls, alias, grid, acc.total)")
+    assert observation.error is None, observation.error
+    assert observation.value_repr == "({'a': 1}, ['a'], [1, 2], [[0, 0], [-3, 0]], 3)"
+    assert "_tmp0" not in ex.variables()
+
+
+def test_augmented_assignment_to_a_slice_explains_how_to_write_it():
+    error = RestrictedExecutor().run("xs = [1, 2]\nxs[0:1] += [5]").error
+    assert error.type == "SyntaxError"
+    assert "xs[a:b] = xs[a:b] + ys" in error.message
+
+
+@pytest.mark.parametrize("code, message", [
+    ("datetime.date(2024, 1, 1)", "name 'datetime' is not defined. Import it first: import datetime"),
+    ("timedelta(days=1)", "name 'timedelta' is not defined. Import it first: from datetime import timedelta"),
+    ("sum(revenue(store) for store_id in stores if store['region'] == 'EMEA')",
+     "name 'store' is not defined. Did you mean 'store_id'?"),
+    ("def f(rows):\n    return row[0]\nf([1])", "name 'row' is not defined. Did you mean 'rows'?"),
+    ("totl", "name 'totl' is not defined. Did you mean 'total'?"),
+    ("open('/etc/passwd')", "name 'open' is not defined"),  # no hint towards what the sandbox lacks
+    ("os.getcwd()", "name 'os' is not defined"),
+])
+def test_name_errors_name_the_fix(code, message):
+    ex = RestrictedExecutor(authorized_imports=("datetime", "math"), tools={"revenue": len},
+                            variables={"stores": [{"region": "EMEA"}], "total": 1})
+    error = ex.run(code).error
+    assert (error.type, error.message) == ("NameError", message)
+
+
 def test_trailing_expression_value_is_reported_but_none_is_not():
     ex = RestrictedExecutor()
     assert ex.run("x = [1, 2]\nx + [3]").value_repr == "[1, 2, 3]"
