@@ -15,10 +15,13 @@ registers a bare ``airflow_codeagent`` package, so that the top-level
    even a child of a root worker cannot read ``/proc/<worker>/environ`` or
    raise its own limits again. If neither is permitted, socket creation is
    refused in Python instead (weaker: only Python code is covered);
-2. sets resource limits (address space, file size, open files, core dumps,
+2. confines itself with Landlock (``landlock.py``) where the kernel has it:
+   reads only beneath the interpreter's own directories, writes only in its
+   scratch directory, no TCP, no signals to processes outside the sandbox;
+3. sets resource limits (address space, file size, open files, core dumps,
    optionally processes; CPU time per step);
-3. imports the authorized modules (inside those limits);
-4. serves the parent: ``init`` (inputs), then ``run`` / ``variables``
+4. imports the authorized modules (inside those limits);
+5. serves the parent: ``init`` (inputs), then ``run`` / ``variables``
    requests until the command pipe closes.
 
 Model code runs in a ``RestrictedExecutor`` whose tools are stubs: a call
@@ -38,7 +41,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from airflow_codeagent.sandbox import protocol
+from airflow_codeagent.sandbox import landlock, protocol
 from airflow_codeagent.sandbox.observation import ExecutionError
 from airflow_codeagent.sandbox.restricted import RestrictedExecutor
 
@@ -335,17 +338,24 @@ def probe(channel: Channel) -> None:
     channel.send(reply)
 
 
+def confine_filesystem(config: dict[str, Any]) -> str:
+    """Landlock: read only what the interpreter needs, write only the scratch directory (cwd)."""
+    return landlock.confine([*landlock.default_read_paths(), config["package"]], [os.getcwd()])
+
+
 def main(config: dict[str, Any]) -> None:
     network = isolate_network()  # first: unshare needs a single-threaded process
+    filesystem = confine_filesystem(config)  # before any thread: Landlock confines the caller's threads
     set_limits(config)
     channel = Channel(int(config["read_fd"]), int(config["write_fd"]))
+    ready = {"op": "ready", "network": network, "filesystem": filesystem, "pid": os.getpid()}
     if config.get("mode") == "probe":
-        channel.send({"op": "ready", "network": network, "pid": os.getpid()})
+        channel.send(ready)
         probe(channel)
         return
     signal.signal(signal.SIGUSR1, _cancel.handle)
     preimport(list(config["authorized_imports"]))
-    channel.send({"op": "ready", "network": network, "pid": os.getpid()})
+    channel.send(ready)
     try:
         serve(config, channel)
     except EOFError:

@@ -18,6 +18,11 @@ imports rather than copies); underneath:
   namespace also leaves the child no capability in the host's namespace:
   even the child of a root worker cannot read ``/proc/<worker>/environ`` or
   its memory, nor raise its own limits again;
+- **filesystem, TCP and signals**: where the kernel has Landlock, the child
+  reads only beneath the interpreter's own directories, writes only in its
+  scratch directory, opens no TCP connection, and cannot signal the worker
+  or any process outside the sandbox (``landlock.py``; see
+  ``filesystem_isolation``);
 - **limits** via ``setrlimit``: address space (``memory_limit_mb``), file
   size (``file_size_limit_mb``), open files, no core dumps, CPU seconds per
   step (``cpu_limit_s``) and, on request, processes (``process_limit``;
@@ -459,6 +464,7 @@ class IsolatedExecutor:
         self._finalizer = weakref.finalize(self, self._res.release)
         self._cancelled = False
         self._network: str | None = None
+        self._filesystem: str | None = None
         try:
             self._res.child = self._spawn()  # starts in the background; run() waits for it
         except BaseException:
@@ -485,6 +491,11 @@ class IsolatedExecutor:
     def network_isolation(self) -> str | None:
         """How the last started child left the network (``child.NETWORK_*``); None before it is ready."""
         return self._network
+
+    @property
+    def filesystem_isolation(self) -> str | None:
+        """``landlock.CONFINED`` if the last started child is confined, else why not; None before it is ready."""
+        return self._filesystem
 
     def run(self, code: str, *, time_limit_s: float | None = None) -> Observation:
         """Execute one code action in the child; never raises for anything model code does."""
@@ -688,6 +699,7 @@ class IsolatedExecutor:
                 f"Check that {self._python} can import RestrictedPython and the authorized modules"
             ) from None
         self._network = child.network = str(message.get("network"))
+        self._filesystem = str(message.get("filesystem"))
         child.send(self._init_message)
         child.ready = True
         return child
@@ -854,7 +866,8 @@ class IsolatedExecutor:
                 if len(replies) == 1:
                     child.send(protocol.dumps({"op": "probe", "code": code}))
             ready, reply = replies
-            return {"network": ready.get("network"), **{k: v for k, v in reply.items() if k != "op"}}
+            return {"network": ready.get("network"), "filesystem": ready.get("filesystem"),
+                    **{k: v for k, v in reply.items() if k != "op"}}
         except _ChildGone:
             raise SandboxError(f"the probe process died: {child.stderr_tail()}") from None
         finally:
