@@ -15,6 +15,16 @@ swallow the worker's own timeout.
 
 A single long C call (``10**10**10``) is not interrupted by this; the
 isolated executor with OS limits is the answer to that.
+
+Ticks run in every loop iteration, so they must be nearly free while the
+step still has time. The clock therefore binds the tick name in the model's
+namespace to a C no-op (``int``: ``int()`` is 0, which keeps
+``_tick_() or body`` and ``not _tick_()`` meaning what they did) while the
+step runs, and swaps in the raising ``tick`` the moment it must stop: a
+watchdog thread at the deadline, ``cancel()`` from any thread or a signal
+handler, and ``stop()`` between steps. Model code reads the name on every
+call (it cannot bind names starting with "_" itself), so the swap takes
+effect at its next tick.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import weakref
 
 
 class StepInterrupted(BaseException):
@@ -36,10 +47,51 @@ class StepInterrupted(BaseException):
         self.reason = reason
 
 
+_RUNNING_TICK = int  # a C callable taking no arguments and returning a false value
+
+
+class _Watchdog:
+    """One daemon thread for every clock of the process: swaps in the raising tick at deadlines."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition(threading.Lock())
+        self._armed: dict[int, tuple[float, int, weakref.ref[StepClock]]] = {}
+        self._thread: threading.Thread | None = None
+
+    def arm(self, clock: StepClock, deadline: float, generation: int) -> None:
+        with self._wake:
+            self._armed[id(clock)] = (deadline, generation, weakref.ref(clock))
+            if self._thread is None or not self._thread.is_alive():  # also after a fork
+                self._thread = threading.Thread(target=self._run, name="codeagent-step-clock", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def disarm(self, clock: StepClock) -> None:
+        with self._wake:
+            self._armed.pop(id(clock), None)
+
+    def _run(self) -> None:
+        with self._wake:
+            while True:
+                now = time.monotonic()
+                for key, (deadline, generation, ref) in list(self._armed.items()):
+                    if deadline <= now:
+                        del self._armed[key]
+                        clock = ref()
+                        if clock is not None:
+                            clock._expire(generation)
+                nearest = min((deadline for deadline, _, _ in self._armed.values()), default=None)
+                self._wake.wait(None if nearest is None else max(0.0, nearest - time.monotonic()))
+
+
+_WATCHDOG = _Watchdog()
+
+
 class StepClock:
     """Deadline and cancellation flag shared by the executor and the ticks."""
 
-    __slots__ = ("_cancel_flag", "_cancelled", "_deadline", "_limit_s", "_reason", "fired", "host_exceptions")
+    __slots__ = ("__weakref__", "_bindings", "_cancel_flag", "_cancelled", "_deadline", "_generation",
+                 "_limit_s", "_reason", "_tick_name", "fired", "host_exceptions")
 
     def __init__(self, host_exceptions: tuple[type[BaseException], ...] = ()) -> None:
         self.host_exceptions = host_exceptions
@@ -49,6 +101,23 @@ class StepClock:
         self._reason = ""
         self._cancelled = threading.Event()
         self._cancel_flag = False  # what tick reads: an attribute load, cheaper than Event.is_set
+        self._bindings: dict[str, object] | None = None
+        self._tick_name = ""
+        self._generation = 0
+
+    def bind(self, namespace: dict[str, object], tick_name: str) -> None:
+        """Let the clock set ``namespace[tick_name]``: a no-op while the step runs, ``tick`` to stop it."""
+        self._bindings = namespace
+        self._tick_name = tick_name
+        self._set_tick(stopping=self._deadline == float("-inf") or self._cancel_flag)
+
+    def _set_tick(self, *, stopping: bool) -> None:
+        if self._bindings is not None:
+            self._bindings[self._tick_name] = self.tick if stopping else _RUNNING_TICK
+
+    def _expire(self, generation: int) -> None:
+        if generation == self._generation:  # the step it was armed for is still running
+            self._set_tick(stopping=True)
 
     def start(self, limit_s: float | None, reason: str) -> None:
         """Arm the clock for one step; ``limit_s=None`` means no deadline."""
@@ -56,18 +125,25 @@ class StepClock:
         self._reason = reason
         self._deadline = float("inf") if limit_s is None else time.monotonic() + limit_s
         self.fired = ""
+        self._generation += 1
+        self._set_tick(stopping=self._cancel_flag)
+        if limit_s is not None:
+            _WATCHDOG.arm(self, self._deadline, self._generation)
 
     def stop(self) -> None:
         # Between steps no model code may run: a generator's ``finally`` or a model ``__del__``-like
         # path reached from the worker's garbage collector would otherwise loop with no deadline.
         self._deadline = float("-inf")
         self._reason = "model code ran outside a step"
+        self._generation += 1
+        self._set_tick(stopping=True)
+        _WATCHDOG.disarm(self)
 
     def cancel(self) -> None:
-        """Stop running model code at its next tick; safe from any thread."""
+        """Stop running model code at its next tick; safe from any thread and from a signal handler."""
         self._cancelled.set()
         self._cancel_flag = True
-
+        self._set_tick(stopping=True)
     @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set()

@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from airflow_codeagent.sandbox import dataframes
+from airflow_codeagent.sandbox import dataframes, restricting
 from airflow_codeagent.sandbox.allowlist import GENERIC_DENYLIST, MODULE_ALLOWLIST
 from RestrictedPython.Guards import (
     full_write_guard,
@@ -60,7 +60,7 @@ _EXTRA_BUILTINS = (
 )
 
 _MISSING = object()
-_PLAIN_CONTAINERS = (dict, list, set)
+_PLAIN_CONTAINERS = tuple(restricting.PLAIN_WRITABLE_TYPES)  # one definition for the guard and its fast path
 
 _INPLACE_OPERATORS: Mapping[str, Callable[[Any, Any], Any]] = {
     "+=": operator.iadd,
@@ -332,4 +332,8 @@ def restricted_globals(import_policy: ImportPolicy, classes: SandboxClasses) -> 
         "_write_": classes.write_guard,
         "_inplacevar_": guarded_inplacevar,
         "_apply_": guarded_apply,
+        # the compiler's inline fast paths (restricting.py)
+        restricting.TYPE_NAME: builtins.type,
+        restricting.PLAIN_READABLE_NAME: restricting.PLAIN_READABLE_TYPES,
+        restricting.PLAIN_WRITABLE_NAME: restricting.PLAIN_WRITABLE_TYPES,
     }

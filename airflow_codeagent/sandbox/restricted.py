@@ -208,7 +208,7 @@ class RestrictedExecutor:
         ns = self._namespace
         ns.update(restricted_globals(self._imports, self._classes))
         ns["_print_"] = lambda _getattr_=None: SandboxPrinter(state.output)
-        ns[TICK_NAME] = self.clock.tick
+        self.clock.bind(ns, TICK_NAME)
         ns[EXCEPT_TICK_NAME] = self.clock.except_tick
         ns[RESULT_NAME] = lambda value: self._record_value(state, value)
         ns[FINAL_ANSWER_NAME] = self._final_answer_function(state)

@@ -352,6 +352,10 @@ def test_userstring_format_does_not_traverse_attributes(method):
     'print(str.format("{0.__class__}", 1))',
     'class S(str):\n    pass\nprint(S("{0.__class__}").format(1))',
     'import string\nstring.Formatter().format("{0.__class__}", 1)',
+    # a name receiver takes the compiler's inline fast path for str; format must still be guarded
+    'fmt = "{0.__class__}"\nprint(fmt.format(1))',
+    'fmt = "{x.__class__}"\nf = fmt.format_map\nprint(f({"x": 1}))',
+    'fmt = "{0.__class__}"\nprint(getattr(fmt, "format")(1))',
 ])
 def test_str_format_attribute_traversal_is_refused(code):
     ex = make_executor()
@@ -466,6 +470,12 @@ def test_introspection_of_host_functions_is_refused(code):
     "async def f():\n    pass",
     "match 1:\n    case _tick_:\n        pass",
     "def f():\n    nonlocal x",
+    # the names of the compiler's fast paths and temporaries
+    "_type_ = lambda x: dict",
+    "_plain_readable_ = frozenset({type(print)})",
+    "_plain_writable_ |= {object}",
+    "def f(_type_):\n    return _type_",
+    "_tmp0 = 1\nx = {}\nx['a'] += _tmp0",
 ])
 def test_hook_shadowing_and_forbidden_syntax_is_rejected_at_compile_time(code):
     ex = make_executor()
@@ -516,6 +526,11 @@ def test_type_three_argument_form_is_refused():
     "class C:\n    pass\nC().__class__ += 1",
     "xs = [1, 2]\nxs[0:1] += [3]",
     "_tmp0 = 1",
+    # a plain-name receiver takes the inline fast path only for exact dict/list/set
+    "f = lookup\nf.x = 1",
+    "import json\nj = json\nj.x = 1",
+    "import json\nj = json\nj.loads += 1",
+    "f = lookup\nf.x += 1",
 ])
 def test_writes_to_host_objects_are_refused(code):
     before = decimal.getcontext().prec, decimal.DefaultContext.prec

@@ -40,6 +40,26 @@ def test_augmented_assignment_to_items_and_attributes_works_as_in_python():
     assert "_tmp0" not in ex.variables()
 
 
+def test_guard_fast_paths_behave_like_python():
+    ex = RestrictedExecutor()
+    observation = ex.run(
+        "counts = {}\n"
+        "for word in 'b a b c'.split():\n"
+        "    counts[word] = counts.get(word, 0) + 1\n"
+        "del counts['c']\n"
+        "class D(dict):\n"
+        "    def get(self, key, default=None):\n"
+        "        return 'own get'\n"
+        "d = D()\n"
+        "d['k'] = 1\n"  # a subclass goes through the guard, and model-defined classes may be written
+        "x = 2.5\n"
+        "(counts, d.get('k'), x.is_integer(), 'A-b'.lower().split('-'), (1).bit_length())")
+    assert observation.error is None, observation.error
+    assert observation.value_repr == "({'b': 2, 'a': 1}, 'own get', False, ['a', 'b'], 1)"
+    missing = ex.run("counts.nope").error
+    assert (missing.type, missing.message) == ("AttributeError", "'dict' object has no attribute 'nope'")
+
+
 def test_augmented_assignment_to_a_slice_explains_how_to_write_it():
     error = RestrictedExecutor().run("xs = [1, 2]\nxs[0:1] += [5]").error
     assert error.type == "SyntaxError"
