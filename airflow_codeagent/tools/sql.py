@@ -36,7 +36,7 @@ import sqlite3
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from airflow_codeagent.tools.base import Tool
@@ -332,7 +332,8 @@ class SQLTool:
         result: list[dict] = []
         size = 2
         for row in rows[:self.max_rows]:
-            item = {name: plain_value(v, max_chars=self.max_value_chars) for name, v in zip(names, row)}
+            values = _row_values(row, len(names))
+            item = {name: plain_value(v, max_chars=self.max_value_chars) for name, v in zip(names, values)}
             size += len(json.dumps(item, default=str)) + 2
             if size > self.max_result_chars and result:
                 result.append(truncation_marker(
@@ -371,6 +372,18 @@ def _unique(columns: list[str]) -> list[str]:
             seen[name] = 1
         names.append(name)
     return names
+
+
+def _row_values(row: Any, width: int) -> Any:
+    """A row's values in column order, also when the connection's ``cursor`` extra makes the driver
+    return dicts (psycopg's ``dictcursor``, psycopg2's ``realdictcursor``): iterating those gives the keys."""
+    if not isinstance(row, Mapping):
+        return row
+    values = tuple(row.values())
+    if len(values) != width:
+        raise ValueError("the result has two columns with the same name, which this connection's dict rows "
+                         "cannot hold; give each column its own name with AS")
+    return values
 
 
 def _resolve_backend(conn_id: str) -> _SQLiteBackend | _DbApiBackend:

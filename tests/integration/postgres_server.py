@@ -1,0 +1,156 @@
+"""A throwaway PostgreSQL server for tests: ``initdb`` into a temp dir, ``pg_ctl`` on 127.0.0.1.
+
+Nothing of the machine's own PostgreSQL is used but its binaries (Debian's
+``postgresql`` package puts them in ``/usr/lib/postgresql/<version>/bin``): no
+system service, no cluster under ``/var/lib``. The server listens on a free
+port of 127.0.0.1 and on a unix socket in its temp dir, password (SCRAM) login
+over TCP, trust only on that socket. ``initdb`` refuses to run as root, so as
+root the server runs as the ``postgres`` OS user the package creates.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+INSTALL_HINT = ("the PostgreSQL server binaries (initdb, pg_ctl) are not installed; "
+                "run `apt-get install postgresql` (Debian), which .ci/run does")
+
+
+class PostgresUnavailable(RuntimeError):
+    """The binaries or the OS user the server needs are missing (the message says what to install)."""
+
+
+def find_bin_dir() -> Path | None:
+    """The directory holding ``initdb`` and ``pg_ctl``: on PATH, or Debian's newest version."""
+    on_path = shutil.which("initdb")
+    if on_path and shutil.which("pg_ctl"):
+        return Path(on_path).resolve().parent
+    candidates = [Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")
+                  if (Path(p).parent / "pg_ctl").exists()]
+
+    def version(path: Path) -> tuple[int, ...]:
+        return tuple(int(x) for x in path.parent.name.split(".") if x.isdigit())
+
+    return max(candidates, key=version) if candidates else None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PostgresServer:
+    """``start()`` a fresh cluster, ``sql(...)`` as its superuser, ``stop()`` and remove it (idempotent)."""
+
+    superuser = "postgres"
+
+    def __init__(self) -> None:
+        self.bin_dir = find_bin_dir()
+        if self.bin_dir is None:
+            raise PostgresUnavailable(INSTALL_HINT)
+        self.run_as: str | None = None
+        if os.geteuid() == 0:
+            try:
+                import pwd
+
+                pwd.getpwnam("postgres")
+            except KeyError:
+                raise PostgresUnavailable("running as root, and initdb refuses root, but there is no "
+                                          "'postgres' OS user to run the server as; `apt-get install "
+                                          "postgresql` creates it") from None
+            self.run_as = "postgres"
+        self.base: Path | None = None
+        self.port = 0
+        self.host = "127.0.0.1"
+        self._started = False
+
+    @property
+    def data_dir(self) -> Path:
+        assert self.base is not None
+        return self.base / "data"
+
+    @property
+    def socket_dir(self) -> str:
+        assert self.base is not None
+        return str(self.base)
+
+    @property
+    def log_file(self) -> Path:
+        assert self.base is not None
+        return self.base / "server.log"
+
+    def _command(self, program: str, *args: str) -> list[str]:
+        command = [str(self.bin_dir / program), *args]
+        if self.run_as:
+            return ["runuser", "-u", self.run_as, "--", *command]
+        return command
+
+    def _run(self, program: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        done = subprocess.run(self._command(program, *args), capture_output=True, text=True, timeout=timeout,
+                              cwd=self.socket_dir, env={**os.environ, "LC_ALL": "C", "LANG": "C"})
+        if done.returncode != 0:
+            log = self.log_file.read_text(errors="replace")[-3000:] if self.log_file.exists() else ""
+            raise RuntimeError(f"{program} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n"
+                               f"{done.stderr}\n{log}")
+        return done
+
+    def start(self) -> PostgresServer:
+        # Not under pytest's tmp_path: its parent is root's 0700 dir, which the postgres user cannot enter.
+        self.base = Path(tempfile.mkdtemp(prefix="codeagent-pg-"))
+        if self.run_as:
+            shutil.chown(self.base, user=self.run_as, group=self.run_as)
+        self._run("initdb", "-D", str(self.data_dir), "-U", self.superuser, "-E", "UTF8", "--locale=C",
+                  "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync")
+        last_error: Exception | None = None
+        for _attempt in range(3):  # the free port may be taken between probing and binding
+            self.port = free_port()
+            options = " ".join([
+                f"-c listen_addresses={self.host}", f"-c port={self.port}",
+                f"-c unix_socket_directories={self.socket_dir}",
+                "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
+                "-c max_connections=30", "-c shared_buffers=16MB",
+            ])
+            try:
+                self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60",
+                          "-o", options, "start")
+                self._started = True
+                return self
+            except RuntimeError as exc:
+                last_error = exc
+                time.sleep(0.5)
+        raise RuntimeError(f"the test PostgreSQL server did not start: {last_error}")
+
+    def stop(self) -> None:
+        try:
+            if self._started:
+                self._run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "-t", "30", "stop",
+                          timeout=60)
+        finally:
+            self._started = False
+            if self.base is not None:
+                shutil.rmtree(self.base, ignore_errors=True)
+                self.base = None
+
+    def superuser_connection(self, dbname: str = "postgres"):
+        """A psycopg2 connection as the superuser, over the unix socket (trust), autocommit."""
+        import psycopg2
+
+        conn = psycopg2.connect(host=self.socket_dir, port=self.port, user=self.superuser, dbname=dbname)
+        conn.autocommit = True
+        return conn
+
+    def sql(self, statement: str, *args, dbname: str = "postgres") -> None:
+        conn = self.superuser_connection(dbname)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(statement, args or None)
+        finally:
+            conn.close()
