@@ -50,10 +50,13 @@ _WRITE_WORDS_THAT_ARE_ALSO_FUNCTIONS = frozenset({"REPLACE"})
 EFFECT_FUNCTIONS = frozenset({
     "SET_CONFIG", "PG_TERMINATE_BACKEND", "PG_CANCEL_BACKEND", "PG_RELOAD_CONF", "PG_ROTATE_LOGFILE",
     "PG_PROMOTE", "PG_SWITCH_WAL", "PG_CREATE_RESTORE_POINT", "PG_LOGICAL_EMIT_MESSAGE", "PG_NOTIFY",
-    "LO_IMPORT", "LO_EXPORT", "LO_UNLINK", "LO_CREATE", "LO_FROM_BYTEA", "LO_PUT",
+    "LO_IMPORT", "LO_EXPORT", "LO_UNLINK", "LO_CREATE", "LO_CREAT", "LO_FROM_BYTEA", "LO_PUT",
+    "LO_TRUNCATE", "LOWRITE", "LO_OPEN",
     "DBLINK", "DBLINK_EXEC", "DBLINK_CONNECT", "DBLINK_SEND_QUERY",
     "PG_READ_FILE", "PG_READ_BINARY_FILE", "PG_LS_DIR", "PG_STAT_FILE", "PG_FILE_WRITE",
     "NEXTVAL", "SETVAL", "PG_ADVISORY_LOCK", "PG_ADVISORY_XACT_LOCK", "PG_TRY_ADVISORY_LOCK",
+    "PG_ADVISORY_LOCK_SHARED", "PG_ADVISORY_XACT_LOCK_SHARED", "PG_TRY_ADVISORY_LOCK_SHARED",
+    "PG_TRY_ADVISORY_XACT_LOCK", "PG_TRY_ADVISORY_XACT_LOCK_SHARED",
     "LOAD_EXTENSION", "LOAD_FILE", "SYS_EXEC", "SYS_EVAL", "WRITEFILE", "READFILE", "EDIT",
     "FTS3_TOKENIZER",
 })
@@ -269,6 +272,11 @@ def _check_read_only(significant: list[_Token], first_word: str) -> None:
             f"this SQL tool is read-only and the statement starts with {shown!r}; only statements that "
             f"read are allowed ({allowed}). To change data, ask for a task that may write")
     for index, t in enumerate(significant):
+        if t.kind == "quoted" and _unquote(t.value).upper() in EFFECT_FUNCTIONS and _is_call(significant, index):
+            # "nextval"('s') calls nextval just the same
+            raise SQLRefused(
+                f"{t.value}() has effects outside the query (files, sessions, settings or sequences) "
+                "and is refused by this read-only SQL tool")
         if t.kind != "word":
             continue
         word = t.upper
@@ -323,6 +331,11 @@ def _pragma_table(significant: list[_Token]) -> tuple[str, ...]:
 
 def _check_host_files(significant: list[_Token]) -> None:
     for index, t in enumerate(significant):
+        if t.kind == "quoted" and _unquote(t.value).upper() in EFFECT_FUNCTIONS and _is_call(significant, index):
+            # "nextval"('s') calls nextval just the same
+            raise SQLRefused(
+                f"{t.value}() has effects outside the query (files, sessions, settings or sequences) "
+                "and is refused by this read-only SQL tool")
         if t.kind != "word":
             continue
         word = t.upper
