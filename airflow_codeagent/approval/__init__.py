@@ -20,8 +20,7 @@ __all__ = [
 
 def __getattr__(name: str):
     # The Airflow operators import Airflow: only when asked for.
-    if name in ("agent_with_approval", "ApplyIntentsOperator", "IntentApprovalOperator",
-                "StagingCodeAgentOperator"):
+    if name in ("agent_with_approval", "ApplyIntentsOperator", "IntentApprovalOperator"):
         from airflow_codeagent.approval import operators
 
         return getattr(operators, name)

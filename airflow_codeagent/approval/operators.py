@@ -8,8 +8,10 @@ returns a TaskGroup ``fix`` with three tasks:
 - ``fix.approval``: Airflow's human-in-the-loop ``ApprovalOperator`` (Required
   Actions in the UI; the task waits in ``awaiting_input`` without holding a
   worker slot); its body renders the intents as markdown and it has a
-  ``reason`` field. Approve pushes the approved intents (XCom
-  ``codeagent_approved_intents``); Reject skips ``fix.apply``. Either way the
+  ``reason`` field and an ``only`` field: Approve with ``only`` empty
+  approves every intent shown, with ``only="1, 3"`` just those. Approve
+  pushes the approved intents (XCom ``codeagent_approved_intents``); Reject
+  skips ``fix.apply``. Either way the
   decision, who made it and why is XCom ``codeagent_decision`` and in the log;
 - ``fix.apply``: executes exactly the approved intents with the tools of the
   DAG definition, no model call, each at most once across retries.
@@ -17,7 +19,6 @@ returns a TaskGroup ``fix`` with three tasks:
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,12 +28,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from airflow_codeagent.agent.replay import InMemoryJournalStore
 from airflow_codeagent.approval.apply import apply_intents, resolve_tools
-from airflow_codeagent.approval.intents import (
-    INTENTS_XCOM_KEY,
-    intents_digest,
-    render_markdown,
-    staging_tools,
-)
+from airflow_codeagent.approval.intents import INTENTS_XCOM_KEY, intents_digest, render_markdown
 from airflow_codeagent.operators.codeagent import CodeAgentOperator
 from airflow_codeagent.tools.base import Tool, Toolkit
 
@@ -43,52 +39,20 @@ APPROVED_XCOM_KEY = "codeagent_approved_intents"
 DECISION_XCOM_KEY = "codeagent_decision"
 APPLIED_XCOM_KEY = "return_value"
 _DIGEST_KEY = "codeagent.approval.digest"
-_APPROVAL_CHOICES = ("none", "required")
 
 ToolItem = Tool | Toolkit | Callable[..., Any]
 
 
-# True once CodeAgentOperator itself takes approval= (then it does the staging, and is used directly).
-_NATIVE_APPROVAL = "approval" in inspect.signature(CodeAgentOperator.__init__).parameters
-
-
-class StagingCodeAgentOperator(CodeAgentOperator):
-    """``CodeAgentOperator`` with ``approval=``: ``"required"`` stages side effects as intents.
-
-    Stand-in for a ``CodeAgentOperator`` without ``approval=`` (same behaviour).
-    """
-
-    def __init__(self, *, tools: Iterable[ToolItem] = (), approval: str = "required", **kwargs: Any) -> None:
-        if approval not in _APPROVAL_CHOICES:
-            raise ValueError(f"approval must be one of {_APPROVAL_CHOICES}, got {approval!r}")
-        if _NATIVE_APPROVAL:
-            super().__init__(tools=tools, approval=approval, **kwargs)
-            return
-        self._tool_items = list(tools)
-        super().__init__(tools=self._tool_items, **kwargs)
-        self.approval = approval
-
-    def execute(self, context: Context) -> Any:
-        if _NATIVE_APPROVAL or self.approval != "required":
-            return super().execute(context)
-        real_tools = self.tools
-        self.tools, stager = staging_tools(self._tool_items)
-        try:
-            return super().execute(context)
-        finally:
-            self.tools = real_tools
-            context["ti"].xcom_push(key=INTENTS_XCOM_KEY, value=stager.to_xcom())
-            self.log.info("Staged %d intent(s) for approval: %s", len(stager.intents),
-                          ", ".join(f"#{i.id} {i.tool}" for i in stager.intents) or "none")
-
-
 class IntentApprovalOperator(ApprovalOperator):
-    """Approve or reject the intents an agent task staged; the body shows them as markdown."""
+    """Approve (all or some) or reject the intents an agent task staged; the body shows them as markdown."""
 
     def __init__(self, *, agent_task_id: str, subject: str | None = None, **kwargs: Any) -> None:
         params = dict(kwargs.pop("params", None) or {})
         params.setdefault("reason", Param("", type="string", title="Reason",
                                           description="Why you approve or reject (recorded with the decision)."))
+        params.setdefault("only", Param("", type="string", title="Apply only these intents",
+                                        description="Intent numbers separated by commas, e.g. 1, 3. Leave "
+                                                    "empty to apply every intent shown. Ignored on Reject."))
         super().__init__(subject=subject or f"Apply the changes staged by {agent_task_id}?",
                          params=params, **kwargs)
         self.agent_task_id = agent_task_id
@@ -118,26 +82,49 @@ class IntentApprovalOperator(ApprovalOperator):
         intents = self._intents(context)
         approved = event["chosen_options"] == [self.APPROVE]
         by = event.get("responded_by_user")
-        reason = (event.get("params_input") or {}).get("reason") or None
+        answers = event.get("params_input") or {}
+        reason = answers.get("reason") or None
         responded_at = event.get("responded_at")
+        chosen = _chosen_intents(intents, answers.get("only")) if approved else []
         decision = {
             "decision": "approved" if approved else "rejected",
             "by": dict(by) if by else None,
             "reason": reason,
             "at": responded_at.isoformat() if hasattr(responded_at, "isoformat") else responded_at,
             "intents": [i["id"] for i in intents],
+            "approved_intents": [i["id"] for i in chosen],
             "digest": intents_digest(intents),
         }
         context["ti"].xcom_push(key=DECISION_XCOM_KEY, value=decision)
         who = (by or {}).get("name") or (by or {}).get("id") or "the timeout default"
-        self.log.info("Intents %s by %s%s", decision["decision"], who, f": {reason}" if reason else "")
+        what = f" (only {', '.join(f'#{i}' for i in decision['approved_intents'])})" \
+            if approved and len(chosen) < len(intents) else ""
+        self.log.info("Intents %s%s by %s%s", decision["decision"], what, who, f": {reason}" if reason else "")
         if approved:
             store = context.get("task_state_store")
             shown = store.get(_DIGEST_KEY) if store is not None else None
             if shown is not None and shown != decision["digest"]:
                 raise AirflowException("the staged intents changed after they were shown for approval "
                                        f"(shown {shown}, now {decision['digest']}); nothing was approved")
-            context["ti"].xcom_push(key=APPROVED_XCOM_KEY, value=intents)
+            context["ti"].xcom_push(key=APPROVED_XCOM_KEY, value=chosen)
+
+
+def _chosen_intents(intents: list[dict[str, Any]], only: Any) -> list[dict[str, Any]]:
+    """The intents the reviewer approved: all, or those ``only`` ("1, 3") names; a bad answer approves none."""
+    text = "" if only is None else str(only).strip()
+    if not text:
+        return intents
+    known = {i["id"]: i for i in intents}
+    try:
+        wanted = [int(part.strip().lstrip("#")) for part in text.replace(";", ",").split(",") if part.strip()]
+    except ValueError:
+        raise AirflowException(f"'Apply only these intents' must be intent numbers separated by commas, "
+                               f"e.g. 1, 3; got {text!r}. Nothing was approved") from None
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        raise AirflowException(f"'Apply only these intents' names intent(s) {unknown} that were not staged "
+                               f"(staged: {sorted(known)}). Nothing was approved")
+    return [known[i] for i in sorted(set(wanted))]
 
 
 class ApplyIntentsOperator(BaseOperator):
@@ -179,8 +166,7 @@ def agent_with_approval(*, task_id: str, tools: Sequence[ToolItem],
     """
     tools = list(tools)
     with TaskGroup(group_id=task_id) as group:
-        agent_class = CodeAgentOperator if _NATIVE_APPROVAL else StagingCodeAgentOperator
-        agent = agent_class(task_id="agent", tools=tools, approval="required", **operator_kwargs)
+        agent = CodeAgentOperator(task_id="agent", tools=tools, approval="required", **operator_kwargs)
         approval = IntentApprovalOperator(task_id="approval", agent_task_id=agent.task_id,
                                           **(approval_kwargs or {}))
         apply = ApplyIntentsOperator(task_id="apply", tools=tools, approval_task_id=approval.task_id,

@@ -180,9 +180,9 @@ def api(airflow_db):
 class Reviewer(threading.Thread):
     """Waits for the approval to appear under Required Actions, then answers it like the UI does."""
 
-    def __init__(self, client, choice: str, reason: str) -> None:
+    def __init__(self, client, choice: str, reason: str, only: str = "") -> None:
         super().__init__(daemon=True)
-        self.client, self.choice, self.reason = client, choice, reason
+        self.client, self.choice, self.reason, self.only = client, choice, reason, only
         self.seen: dict | None = None
         self.response = None
         self.error: BaseException | None = None
@@ -200,7 +200,8 @@ class Reviewer(threading.Thread):
                     self.response = self.client.patch(
                         f"/api/v2/dags/{DAG_ID}/dagRuns/{ti['dag_run_id']}/taskInstances/"
                         f"{ti['task_id']}/{ti['map_index']}/hitlDetails",
-                        json={"chosen_options": [self.choice], "params_input": {"reason": self.reason}})
+                        json={"chosen_options": [self.choice],
+                              "params_input": {"reason": self.reason, "only": self.only}})
                     return
                 time.sleep(0.3)
             raise TimeoutError("the approval never appeared among the required actions")
@@ -228,8 +229,8 @@ class Reviewer(threading.Thread):
             time.sleep(0.5)
 
 
-def run_with_reviewer(test_dags, api, choice: str, reason: str, day: int):
-    reviewer = Reviewer(api, choice, reason)
+def run_with_reviewer(test_dags, api, choice: str, reason: str, day: int, only: str = ""):
+    reviewer = Reviewer(api, choice, reason, only)
     reviewer.start()
     dag_run = test_dags.get_dag(DAG_ID).test(logical_date=pendulum.datetime(2024, 6, day, tz="UTC"))
     reviewer.join(10)
@@ -299,6 +300,35 @@ def test_reject_applies_nothing_and_records_who_and_why(model_server, test_dags,
     assert decision["by"]["name"] == "reviewer"
     assert ("fix.approval", "codeagent_approved_intents", -1) not in values
     assert len(values[("fix.agent", "codeagent_intents", -1)]) == 2
+
+
+def test_approving_only_some_intents_applies_just_those(model_server, test_dags, api, xcoms, shop_db):
+    model_server.reset(AGENT_SCRIPT)
+    before = rows(shop_db)
+
+    dag_run, reviewer = run_with_reviewer(test_dags, api, "Approve", "audit only, the UPDATE needs a look", 3,
+                                          only="#2")
+
+    assert states(dag_run) == {"fix.agent": "success", "fix.approval": "success", "fix.apply": "success"}
+    assert "Apply only these intents" in json.dumps(reviewer.seen["params"])  # the field the reviewer filled
+    assert rows(shop_db) == before  # the UPDATE (#1) was not approved
+    assert Path(os.environ["CODEAGENT_APPROVAL_AUDIT"]).read_text() == \
+        "flipped the sign of 3 negative order totals\n"
+    values = xcoms(DAG_ID, dag_run.run_id)
+    decision = values[("fix.approval", "codeagent_decision", -1)]
+    assert (decision["decision"], decision["intents"], decision["approved_intents"]) == ("approved", [1, 2], [2])
+    assert [a["id"] for a in values[("fix.apply", "return_value", -1)]] == [2]
+
+
+def test_approving_an_intent_that_was_not_staged_approves_nothing(model_server, test_dags, api, xcoms, shop_db):
+    model_server.reset(AGENT_SCRIPT)
+    before = rows(shop_db)
+
+    dag_run, _ = run_with_reviewer(test_dags, api, "Approve", "typo", 4, only="1, 7")
+
+    assert states(dag_run)["fix.approval"] == "failed" and states(dag_run)["fix.apply"] == "upstream_failed"
+    assert rows(shop_db) == before and not Path(os.environ["CODEAGENT_APPROVAL_AUDIT"]).exists()
+    assert ("fix.approval", "codeagent_approved_intents", -1) not in xcoms(DAG_ID, dag_run.run_id)
 
 
 @pytest.mark.parametrize("sandbox", ["isolated", "restricted"])
