@@ -250,15 +250,17 @@ class LocalServer:
 
 
 def _die_with_parent() -> None:
-    """Linux only: SIGTERM the server if this process dies, even by SIGKILL.
+    """Linux only: SIGKILL the server if this process dies, even by SIGKILL.
 
-    Without it a killed bench would leave a 2 GB server holding the port.
+    Without it a killed bench would leave a 2 GB server holding the port. Not
+    SIGTERM: uvicorn finishes the request in flight first, which on this
+    machine can take minutes, and the bench is gone by then.
     """
     with contextlib.suppress(Exception):
         import ctypes
 
         pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def exit_on_sigterm() -> None:
