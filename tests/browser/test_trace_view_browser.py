@@ -276,6 +276,7 @@ def test_a_running_run_and_then_a_killed_one_show_the_steps_so_far(api_server, b
 def test_parse_errors_and_the_fallback_step_are_labelled(api_server, browser, test_dags, tmp_path):
     dag_run = run_dag(test_dags, "test_agent_max_steps_succeed_with_partial", 2, [
         "I would rather explain than write code.",
+        "I would rather explain than write code.",  # the failed reply again: re-asked, not a step
         reply("Start counting.", "n = 1"),
         reply("Out of steps: answer with what I have.", "final_answer(n)"),
     ])
@@ -288,12 +289,16 @@ def test_parse_errors_and_the_fallback_step_are_labelled(api_server, browser, te
     assert "Final answer (from the final-answer fallback step)" in answer
     assert "Why the run stopped\nno final answer after 2 steps" in answer
 
-    parse, _, fallback = driver.find_elements(By.CSS_SELECTOR, "section.step")
+    parse, counting, fallback = driver.find_elements(By.CSS_SELECTOR, "section.step")
     assert parse.find_element(By.CSS_SELECTOR, ".badge-error").text == "Parse error"
     assert "step-error" in parse.get_attribute("class")
     assert "Model reply (no code could be read from it)\nI would rather explain than write code." in parse.text
     assert [label.text for label in parse.find_elements(By.CSS_SELECTOR, ".label")] == [
         "Model reply (no code could be read from it)", "Error"]  # the reply is shown once, not as a thought too
+    assert "1 re-asked" in counting.find_element(By.CSS_SELECTOR, ".step-meta").text
+    rejected = counting.find_element(By.CSS_SELECTOR, ".section-rejected")
+    assert rejected.text.startswith("Replies not run (1)\nThe model was asked again within this step")
+    assert "I would rather explain than write code." in rejected.text
     assert fallback.find_element(By.CSS_SELECTOR, ".badge-fallback").text == "Final-answer fallback"
     assert "asked once more for one" in fallback.text
     driver.switch_to.default_content()

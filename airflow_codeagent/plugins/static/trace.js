@@ -374,6 +374,9 @@
     if (step.retries && step.retries.length) {
       parts.push(step.retries.length === 1 ? "1 retry" : step.retries.length + " retries");
     }
+    if (step.rejected_outputs && step.rejected_outputs.length) {
+      parts.push(step.rejected_outputs.length + " re-asked");
+    }
     meta.textContent = parts.join(" \u00b7 ");
     head.appendChild(meta);
     card.appendChild(head);
@@ -381,6 +384,16 @@
     if (fallback) {
       card.appendChild(el("p", "muted", "The run hit its cap without a final answer, so the model was " +
                           "asked once more for one."));
+    }
+    var rejected = step.rejected_outputs || [];
+    if (rejected.length) {
+      var notRun = el("div", "rejected");
+      add(notRun, el("p", "muted", "The model was asked again within this step: " +
+                     (rejected.length === 1 ? "this reply" : "these replies") + " could not be read, or " +
+                     "repeated the action that had just failed. Nothing in " +
+                     (rejected.length === 1 ? "it" : "them") + " was run."));
+      rejected.forEach(function (text) { notRun.appendChild(textBlock(text, "out rejected-text")); });
+      card.appendChild(section("Replies not run (" + rejected.length + ")", notRun, "section-rejected"));
     }
     var replyOnly = typeof step.code !== "string" && step.model_output && step.thought &&
       step.model_output.trim() === step.thought.trim();
