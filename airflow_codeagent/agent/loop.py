@@ -22,7 +22,7 @@ from airflow_codeagent.agent.budget import Budget
 from airflow_codeagent.agent.memory import Memory
 from airflow_codeagent.agent.modes import make_action_mode
 from airflow_codeagent.agent.tool_calls import run_tool_call
-from airflow_codeagent.agent.prompts import describe_inputs, describe_value
+from airflow_codeagent.agent.prompts import describe_inputs, describe_value, example_call
 from airflow_codeagent.agent.replay import CallJournal, SideEffectLedger, request_fingerprint
 from airflow_codeagent.agent.trace import Redactor, RunStatus, Step, StepKind, Trace, now_iso
 from airflow_codeagent.models.completion import Completion, LiteLLMModel, ModelCallError
@@ -302,6 +302,7 @@ class _Run:
         self.deadline = None if agent.max_run_seconds is None else self.started + agent.max_run_seconds
         self.prompt_budget = agent.prompt_budget()
         self.prices = agent.model.prices()
+        self.tool_examples = {t.name: example_call(t.json_schema()["function"]) for t in agent.tools}
 
     def execute(self) -> AgentRun:
         try:
@@ -337,7 +338,7 @@ class _Run:
 
     def _loop(self) -> tuple[RunStatus, str | None]:
         previous_code: str | None = None
-        last_failure: _Failure | None = None
+        failures: dict[str, _Failure] = {}  # every failed action so far, to recognise A, B, A, B too
         for index in range(1, self.agent.max_steps + 1):
             if self.agent.cancel_requested:
                 return RunStatus.ERROR, "run cancelled"
@@ -347,7 +348,7 @@ class _Run:
             try:
                 self._compact_if_needed(index)
                 completion, action = self._act(self.memory.messages(), step, self.deadline, str(index),
-                                               last_failure)
+                                               failures)
             except ModelCallError as exc:
                 return self._model_failure(step, exc)
             except _BudgetRefusal as refusal:
@@ -366,7 +367,9 @@ class _Run:
                 step.error = ExecutionError("ParseError", action.message, "").to_dict()
                 self.memory.add_step(index, acted, f"Error: {action.message}")
             self._finish_step(step)
-            last_failure = _Failure.of(completion, action, step.error)
+            failure = _Failure.of(index, completion, action, step.error)
+            if failure is not None:
+                failures.setdefault(failure.action_key, failure)
             if step.final_answer_called:
                 self.trace.answer = step.final_answer
                 self.trace.answer_source = "final_answer"
@@ -382,13 +385,16 @@ class _Run:
         return left is not None and left <= 0
 
     def _act(self, messages: list[dict[str, Any]], step: Step, deadline: float | None, slot: str,
-             last_failure: _Failure | None = None) -> tuple[Completion, CodeAction | ToolCallAction | ParseFailure]:
+             failures: Mapping[str, _Failure] | None = None,
+             ) -> tuple[Completion, CodeAction | ToolCallAction | ParseFailure]:
         """Ask the model and parse its action, re-asking within the step when it is no use.
 
         An unparseable reply is re-asked up to ``parse_retries`` times. A reply
-        that repeats the action that just failed is re-asked once, sampled at
-        ``repeat_temperature``: at temperature 0 a model shown the same
-        context answers the same, so every later step would fail alike.
+        that repeats an action that already failed (the last step's, or one
+        further back: small models also alternate between two failing
+        actions) is re-asked once, sampled at ``repeat_temperature``: at
+        temperature 0 a model shown the same context answers the same, so
+        every later step would fail alike.
         """
         completion = self._call_model(messages, step, deadline, slot)
         action = self.agent.mode.parse(completion)
@@ -400,18 +406,19 @@ class _Run:
                         {"role": "user", "content": f"Error: {action.message}"}]
             completion = self._call_model(messages, step, deadline, f"{slot}.retry{attempt}")
             action = self.agent.mode.parse(completion)
-        if (last_failure is not None and self.agent.repeat_temperature is not None
-                and _action_key(completion, action) == last_failure.action_key):
+        repeated = (failures or {}).get(_action_key(completion, action))
+        if repeated is not None and self.agent.repeat_temperature is not None:
             step.rejected_outputs.append(completion.text)
             messages = [*messages, {"role": "assistant", "content": completion.text},
-                        {"role": "user", "content": last_failure.repeat_note()}]
+                        {"role": "user", "content": repeated.repeat_note()}]
             completion = self._call_model(messages, step, deadline, f"{slot}.resample",
                                           temperature=self.agent.repeat_temperature)
             action = self.agent.mode.parse(completion)
         return completion, action
 
     def _call_tool(self, step: Step, action: ToolCallAction) -> str:
-        return run_tool_call(action, self.tool_functions, step, self.agent.max_observation_chars)
+        return run_tool_call(action, self.tool_functions, step, self.agent.max_observation_chars,
+                             self.tool_examples)
 
     def _call_model(self, messages: list[dict[str, Any]], step: Step, deadline: float | None,
                     slot: str, *, temperature: float | None = None) -> Completion:
@@ -557,25 +564,34 @@ def _action_key(completion: Completion, action: CodeAction | ToolCallAction | Pa
     return f"reply:{acted_text(completion.text).strip()}"
 
 
+# Failures that may not recur when the same action is sent again: those are run again as sent.
+_TRANSIENT_ERRORS = ("StepInterrupted", "SandboxError", "MemoryError", "TimeoutError", "ConnectionError",
+                     "OSError", "ModelCallError")
+
+
 @dataclass(frozen=True)
 class _Failure:
     """The action of a step that failed, and how it failed, to recognise it when repeated."""
 
+    step: int
     action_key: str
     kind: str
     error: str
 
     @classmethod
-    def of(cls, completion: Completion, action: CodeAction | ToolCallAction | ParseFailure,
+    def of(cls, step: int, completion: Completion, action: CodeAction | ToolCallAction | ParseFailure,
            error: Mapping[str, Any] | None) -> _Failure | None:
         if error is None:
             return None
-        kind = {CodeAction: "code", ToolCallAction: "tool call"}.get(type(action), "reply")
         message = str(error.get("message", "")).split("\n", 1)[0][:300]
-        return cls(_action_key(completion, action), kind, f"{error.get('type')}: {message}")
+        kind_of_error = str(error.get("type"))
+        if kind_of_error in _TRANSIENT_ERRORS or message.startswith(_TRANSIENT_ERRORS):
+            return None
+        kind = {CodeAction: "code", ToolCallAction: "tool call"}.get(type(action), "reply")
+        return cls(step, _action_key(completion, action), kind, f"{kind_of_error}: {message}")
 
     def repeat_note(self) -> str:
-        return (f"Error: this {self.kind} is exactly the one from your previous step, which failed with "
+        return (f"Error: this {self.kind} is exactly the one from step {self.step}, which failed with "
                 f"{self.error}. Sending it again would fail the same way, so it was not run. "
                 f"Read the error, change what caused it, and reply with a different {self.kind}.")
 

@@ -18,8 +18,21 @@ def _tool_error(step: Step, message: str) -> str:
     return f"Observation:\nError: {message}\nFix the call and try again."
 
 
+_SCHEMA_KEYS = frozenset({"type", "properties", "required", "description"})
+
+
+def _looks_like_schema(value: Any) -> bool:
+    return isinstance(value, dict) and "type" in value and set(value) <= _SCHEMA_KEYS | {"items", "enum"}
+
+
+def schema_sent_as_arguments(arguments: Mapping[str, Any]) -> bool:
+    """The model copied the tool's parameter schema instead of giving values (common in small models)."""
+    return (_looks_like_schema(arguments) and ("properties" in arguments or arguments.get("type") == "object")) \
+        or any(_looks_like_schema(v) for v in arguments.values())
+
+
 def run_tool_call(action: ToolCallAction, tools: Mapping[str, Callable[..., Any]], step: Step,
-                  max_observation_chars: int) -> str:
+                  max_observation_chars: int, examples: Mapping[str, str] | None = None) -> str:
     """Fill ``step`` with the call and its outcome; return the observation text."""
     step.code = action.as_json()
     started = time.perf_counter()
@@ -37,6 +50,10 @@ def run_tool_call(action: ToolCallAction, tools: Mapping[str, Callable[..., Any]
     if func is None:
         known = ", ".join([*tools, "final_answer"])
         return _tool_error(step, f"there is no tool named {action.name!r}; the tools are: {known}")
+    if schema_sent_as_arguments(action.arguments):
+        example = (examples or {}).get(action.name)
+        return _tool_error(step, "the arguments you sent are the parameter schema, not values"
+                           + (f"; send the values themselves, like: {example}" if example else ""))
     arguments = ", ".join(f"{k}={v!r}" for k, v in action.arguments.items())
     try:
         result = func(**action.arguments)

@@ -135,3 +135,19 @@ def test_json_mode_resamples_a_repeated_failing_tool_call(llm_server):
     assert "this tool call is exactly the one" in server.requests[2].messages[-1]["content"]
     assert len(run.trace["steps"][0]["tool_calls"]) == 1  # the repeat never reached the tool
     assert all(not step["tool_calls"] or step["index"] == 1 for step in run.trace["steps"])
+
+
+def test_a_parameter_schema_sent_as_arguments_is_answered_with_an_example_call(llm_server):
+    server = llm_server([
+        call("get_rate", currency={"type": "string", "description": "ISO code"}),
+        call("final_answer", answer=0.9),
+    ])
+    run = agent(server, action_mode="json").run("Rate of USD")
+
+    error = run.trace["steps"][0]["error"]
+    assert error["type"] == "ToolError" and "the arguments you sent are the parameter schema" in error["message"]
+    assert 'like: {"tool": "get_rate", "arguments": {"currency": "<string>"}}' in error["message"]
+    assert run.trace["steps"][0]["tool_calls"] == []  # the tool was not called with a schema
+    system = server.requests[0].messages[0]["content"]
+    assert 'call it like: {"tool": "get_rate", "arguments": {"currency": "<string>"}}' in system
+    assert 'call it like: {"tool": "final_answer", "arguments": {"answer": "<value>"}}' in system

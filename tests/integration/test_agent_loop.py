@@ -584,7 +584,7 @@ def test_repeating_the_code_that_just_failed_is_resampled_not_rerun(llm_server):
     resample = server.requests[2]
     assert resample.body["temperature"] == 0.7 and "temperature" not in server.requests[1].body
     note = resample.messages[-1]["content"]
-    assert "exactly the one from your previous step" in note and "NameError" in note
+    assert "exactly the one from step 1" in note and "NameError" in note
     assert run.trace["limits"]["repeat_temperature"] == 0.7
     assert_valid_trace(run.trace)
 
@@ -612,3 +612,25 @@ def test_code_that_succeeded_may_be_repeated_without_a_resample(llm_server):
 def test_bad_repeat_temperature_is_refused_by_name(value):
     with pytest.raises(ValueError, match="repeat_temperature must be a number from 0 to 2"):
         CodeAgent("openai/x", repeat_temperature=value)
+
+
+def test_alternating_between_two_failing_actions_is_caught_too(llm_server):
+    first, second = code("1 / 0"), code("int('x')")
+    server = llm_server([first, second, first, code("final_answer('stop')")])
+    run = make_agent(server).run("One")
+
+    assert run.status is RunStatus.FINAL_ANSWER and len(run.trace["steps"]) == 3
+    assert run.trace["steps"][2]["rejected_outputs"] == [first]
+    assert "exactly the one from step 1, which failed with ZeroDivisionError" in \
+        server.requests[3].messages[-1]["content"]
+
+
+def test_a_timed_out_step_may_be_sent_again(llm_server):
+    """A time limit may not recur (a slow tool, a busy machine): the same code runs again as sent."""
+    slow = code("while True:\n    pass")
+    server = llm_server([slow, slow, code("final_answer(1)")])
+    run = make_agent(server, step_timeout_seconds=0.2).run("One")
+
+    assert [s["error"]["type"] if s["error"] else None for s in run.trace["steps"]] == \
+        ["StepInterrupted", "StepInterrupted", None]
+    assert len(server.requests) == 3
