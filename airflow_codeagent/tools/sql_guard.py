@@ -272,15 +272,11 @@ def _check_read_only(significant: list[_Token], first_word: str) -> None:
             f"this SQL tool is read-only and the statement starts with {shown!r}; only statements that "
             f"read are allowed ({allowed}). To change data, ask for a task that may write")
     for index, t in enumerate(significant):
-        if t.kind == "quoted" and _unquote(t.value).upper() in EFFECT_FUNCTIONS and _is_call(significant, index):
-            # "nextval"('s') calls nextval just the same
-            raise SQLRefused(
-                f"{t.value}() has effects outside the query (files, sessions, settings or sequences) "
-                "and is refused by this read-only SQL tool")
-        if t.kind != "word":
+        if t.kind not in ("word", "quoted"):
             continue
-        word = t.upper
-        if word in WRITE_WORDS and not (word in _WRITE_WORDS_THAT_ARE_ALSO_FUNCTIONS
+        # a quoted name is no keyword, but "nextval"('s') calls nextval just the same
+        word = t.upper if t.kind == "word" else _unquote(t.value).upper()
+        if t.kind == "word" and word in WRITE_WORDS and not (word in _WRITE_WORDS_THAT_ARE_ALSO_FUNCTIONS
                                         and _is_call(significant, index)):
             raise SQLRefused(
                 f"this SQL tool is read-only and the query contains {word}, which writes or changes "
@@ -331,11 +327,6 @@ def _pragma_table(significant: list[_Token]) -> tuple[str, ...]:
 
 def _check_host_files(significant: list[_Token]) -> None:
     for index, t in enumerate(significant):
-        if t.kind == "quoted" and _unquote(t.value).upper() in EFFECT_FUNCTIONS and _is_call(significant, index):
-            # "nextval"('s') calls nextval just the same
-            raise SQLRefused(
-                f"{t.value}() has effects outside the query (files, sessions, settings or sequences) "
-                "and is refused by this read-only SQL tool")
         if t.kind != "word":
             continue
         word = t.upper
