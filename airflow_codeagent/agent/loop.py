@@ -22,7 +22,7 @@ from airflow_codeagent.agent.budget import Budget
 from airflow_codeagent.agent.memory import Memory
 from airflow_codeagent.agent.modes import make_action_mode
 from airflow_codeagent.agent.tool_calls import run_tool_call
-from airflow_codeagent.agent.prompts import describe_inputs, describe_value, example_call
+from airflow_codeagent.agent.prompts import describe_inputs, describe_parameters, describe_value
 from airflow_codeagent.agent.replay import CallJournal, SideEffectLedger, request_fingerprint
 from airflow_codeagent.agent.trace import Redactor, RunStatus, Step, StepKind, Trace, now_iso
 from airflow_codeagent.models.completion import Completion, LiteLLMModel, ModelCallError
@@ -302,7 +302,7 @@ class _Run:
         self.deadline = None if agent.max_run_seconds is None else self.started + agent.max_run_seconds
         self.prompt_budget = agent.prompt_budget()
         self.prices = agent.model.prices()
-        self.tool_examples = {t.name: example_call(t.json_schema()["function"]) for t in agent.tools}
+        self.tool_parameters = {t.name: describe_parameters(t.json_schema()["function"]) for t in agent.tools}
 
     def execute(self) -> AgentRun:
         try:
@@ -418,7 +418,7 @@ class _Run:
 
     def _call_tool(self, step: Step, action: ToolCallAction) -> str:
         return run_tool_call(action, self.tool_functions, step, self.agent.max_observation_chars,
-                             self.tool_examples)
+                             self.tool_parameters)
 
     def _call_model(self, messages: list[dict[str, Any]], step: Step, deadline: float | None,
                     slot: str, *, temperature: float | None = None) -> Completion:

@@ -32,7 +32,7 @@ def schema_sent_as_arguments(arguments: Mapping[str, Any]) -> bool:
 
 
 def run_tool_call(action: ToolCallAction, tools: Mapping[str, Callable[..., Any]], step: Step,
-                  max_observation_chars: int, examples: Mapping[str, str] | None = None) -> str:
+                  max_observation_chars: int, parameters: Mapping[str, str] | None = None) -> str:
     """Fill ``step`` with the call and its outcome; return the observation text."""
     step.code = action.as_json()
     started = time.perf_counter()
@@ -51,9 +51,9 @@ def run_tool_call(action: ToolCallAction, tools: Mapping[str, Callable[..., Any]
         known = ", ".join([*tools, "final_answer"])
         return _tool_error(step, f"there is no tool named {action.name!r}; the tools are: {known}")
     if schema_sent_as_arguments(action.arguments):
-        example = (examples or {}).get(action.name)
+        wanted = (parameters or {}).get(action.name)
         return _tool_error(step, "the arguments you sent are the parameter schema, not values"
-                           + (f"; send the values themselves, like: {example}" if example else ""))
+                           + (f"; send a value for each parameter: {wanted}" if wanted else ""))
     arguments = ", ".join(f"{k}={v!r}" for k, v in action.arguments.items())
     try:
         result = func(**action.arguments)

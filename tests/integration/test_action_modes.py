@@ -137,7 +137,7 @@ def test_json_mode_resamples_a_repeated_failing_tool_call(llm_server):
     assert all(not step["tool_calls"] or step["index"] == 1 for step in run.trace["steps"])
 
 
-def test_a_parameter_schema_sent_as_arguments_is_answered_with_an_example_call(llm_server):
+def test_a_parameter_schema_sent_as_arguments_is_answered_with_the_parameters_wanted(llm_server):
     server = llm_server([
         call("get_rate", currency={"type": "string", "description": "ISO code"}),
         call("final_answer", answer=0.9),
@@ -146,8 +146,7 @@ def test_a_parameter_schema_sent_as_arguments_is_answered_with_an_example_call(l
 
     error = run.trace["steps"][0]["error"]
     assert error["type"] == "ToolError" and "the arguments you sent are the parameter schema" in error["message"]
-    assert 'like: {"tool": "get_rate", "arguments": {"currency": "<string>"}}' in error["message"]
+    assert error["message"].endswith("send a value for each parameter: currency (string)")
     assert run.trace["steps"][0]["tool_calls"] == []  # the tool was not called with a schema
-    system = server.requests[0].messages[0]["content"]
-    assert 'call it like: {"tool": "get_rate", "arguments": {"currency": "<string>"}}' in system
-    assert 'call it like: {"tool": "final_answer", "arguments": {"answer": "<value>"}}' in system
+    # no placeholder value anywhere in the prompt for a small model to copy as an argument
+    assert "<string>" not in server.requests[0].messages[0]["content"]

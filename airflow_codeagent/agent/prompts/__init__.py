@@ -73,28 +73,20 @@ FINAL_ANSWER_TOOL = {"type": "function", "function": {
 }}
 
 
-_PLACEHOLDERS = {"string": "<string>", "integer": 0, "number": 0.0, "boolean": False, "array": [], "object": {}}
-
-
-def example_call(schema: Mapping[str, Any]) -> str:
-    """``{"tool": name, "arguments": {...}}`` with a typed placeholder per parameter.
+def describe_parameters(schema: Mapping[str, Any]) -> str:
+    """``store_id (string), limit (integer)``: what a call must give values for, without a value to copy.
 
     Small models shown only a JSON schema tend to send the schema itself as
-    the arguments; one concrete call per tool prevents most of that.
+    the arguments; shown a placeholder such as "<string>", they send that.
     """
     properties = schema.get("parameters", {}).get("properties", {})
-    arguments = {name: _PLACEHOLDERS.get(prop.get("type"), "<value>") for name, prop in properties.items()}
-    return json.dumps({"tool": schema["name"], "arguments": arguments}, ensure_ascii=False)
+    return ", ".join(f"{name} ({prop.get('type', 'any value')})" for name, prop in properties.items()) or "none"
 
 
 def render_json_prompt(tools: Sequence[Tool], *, native: bool, instructions: str | None = None) -> str:
     """The tool-calling prompt; with ``native`` the provider carries the schemas and the calls."""
     schemas = [t.json_schema()["function"] for t in tools] + [FINAL_ANSWER_TOOL["function"]]
-    if native:
-        tool_text = "\n".join(json.dumps(schema, ensure_ascii=False) for schema in schemas)
-    else:
-        tool_text = "\n".join(f"{json.dumps(schema, ensure_ascii=False)}\n  call it like: {example_call(schema)}"
-                              for schema in schemas)
+    tool_text = "\n".join(json.dumps(schema, ensure_ascii=False) for schema in schemas)
     fmt = ("- Call tools with the provider's tool-calling interface." if native else
            '- Reply with one JSON object and nothing else: {"thought": "...", "tool": "<name>", '
            '"arguments": {...}}')
