@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from airflow_codeagent.approval import (
     resolve_tools,
     staging_tools,
 )
+from airflow_codeagent.testing.approvals import ApprovalResponder, api_client
 from airflow_codeagent.tools.base import tool
 from airflow_codeagent.tools.object_storage import ObjectStorageTool
 from airflow_codeagent.tools.sql import SQLTool
@@ -157,76 +157,39 @@ def model_server():
 @pytest.fixture(scope="module")
 def api(airflow_db):
     """Airflow's API-server app (what the UI talks to) and a token for user ``reviewer``."""
-    from airflow.api_fastapi.app import create_app, get_auth_manager, purge_cached_app
-    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-    from fastapi.testclient import TestClient
-
-    secret = os.environ.get("AIRFLOW__API_AUTH__JWT_SECRET")
-    os.environ["AIRFLOW__API_AUTH__JWT_SECRET"] = "approval-tests-" + "x" * 64
-    purge_cached_app()
-    try:
-        with TestClient(create_app("core"), base_url="http://127.0.0.1") as client:
-            jwt = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="reviewer", role="admin"))
-            client.headers["Authorization"] = f"Bearer {jwt}"
-            yield client
-    finally:
-        purge_cached_app()
-        if secret is None:
-            del os.environ["AIRFLOW__API_AUTH__JWT_SECRET"]
-        else:
-            os.environ["AIRFLOW__API_AUTH__JWT_SECRET"] = secret
+    with api_client("reviewer") as client:
+        yield client
 
 
-class Reviewer(threading.Thread):
-    """Waits for the approval to appear under Required Actions, then answers it like the UI does."""
+def _release(wait_s: float = 120) -> None:
+    """dag.test() waits for the answer forever: fail the waiting task so the test ends and reports."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import update
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        with create_session() as session:
+            released = session.execute(
+                update(TaskInstance)
+                .where(TaskInstance.dag_id == DAG_ID, TaskInstance.state == TaskInstanceState.AWAITING_INPUT)
+                .values(state=TaskInstanceState.FAILED)).rowcount
+        if released:
+            return
+        time.sleep(0.5)
+
+
+class Reviewer(ApprovalResponder):
+    """The responder, which also releases dag.test() if it could not answer."""
 
     def __init__(self, client, choice: str, reason: str, only: str = "") -> None:
-        super().__init__(daemon=True)
-        self.client, self.choice, self.reason, self.only = client, choice, reason, only
-        self.seen: dict | None = None
-        self.response = None
-        self.error: BaseException | None = None
+        super().__init__(client, DAG_ID, choice, {"reason": reason, "only": only})
 
     def run(self) -> None:
-        try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                listing = self.client.get(f"/api/v2/dags/{DAG_ID}/dagRuns/~/hitlDetails",
-                                          params={"response_received": False})
-                pending = listing.json()["hitl_details"] if listing.status_code == 200 else []
-                if pending:
-                    self.seen = pending[0]
-                    ti = self.seen["task_instance"]
-                    self.response = self.client.patch(
-                        f"/api/v2/dags/{DAG_ID}/dagRuns/{ti['dag_run_id']}/taskInstances/"
-                        f"{ti['task_id']}/{ti['map_index']}/hitlDetails",
-                        json={"chosen_options": [self.choice],
-                              "params_input": {"reason": self.reason, "only": self.only}})
-                    return
-                time.sleep(0.3)
-            raise TimeoutError("the approval never appeared among the required actions")
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            self.error = exc
-            self._release()
-
-    @staticmethod
-    def _release(wait_s: float = 120) -> None:
-        """dag.test() waits for the answer forever: fail the waiting task so the test ends and reports."""
-        from airflow.models.taskinstance import TaskInstance
-        from airflow.utils.session import create_session
-        from airflow.utils.state import TaskInstanceState
-        from sqlalchemy import update
-
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            with create_session() as session:
-                released = session.execute(
-                    update(TaskInstance)
-                    .where(TaskInstance.dag_id == DAG_ID, TaskInstance.state == TaskInstanceState.AWAITING_INPUT)
-                    .values(state=TaskInstanceState.FAILED)).rowcount
-            if released:
-                return
-            time.sleep(0.5)
+        super().run()
+        if self.error is not None:
+            _release()
 
 
 def run_with_reviewer(test_dags, api, choice: str, reason: str, day: int, only: str = ""):
