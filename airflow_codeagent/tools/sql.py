@@ -155,7 +155,7 @@ class SQLTool:
             see in ``list_tables`` (names as the model should write them,
             e.g. ``"orders"`` or ``"sales.orders"``; case-insensitive).
         timeout: seconds a query may run (SQLite: interrupted; Postgres:
-            ``statement_timeout``; MySQL: ``MAX_EXECUTION_TIME``; other
+            ``statement_timeout``; MySQL: ``MAX_EXECUTION_TIME``; MariaDB: ``max_statement_time``; other
             databases: not enforced by the tool).
         prefix: prepended to the tool names (``warehouse_sql``, ...) to give
             the model two databases.
@@ -578,9 +578,9 @@ class _DbApiBackend:
             return
         if self.dialect == "mysql":
             try:
-                cursor.execute(f"SET SESSION MAX_EXECUTION_TIME = {milliseconds}")
-            except Exception:  # noqa: BLE001 - MariaDB names it max_statement_time; the query still runs
-                log.debug("MAX_EXECUTION_TIME not supported by this server")
+                cursor.execute(f"SET SESSION MAX_EXECUTION_TIME = {milliseconds}")  # MySQL, milliseconds
+            except Exception:  # noqa: BLE001 - MariaDB has no such variable: it has max_statement_time
+                cursor.execute(f"SET SESSION max_statement_time = {milliseconds / 1000:.3f}")  # seconds
             if read_only:
                 cursor.execute("START TRANSACTION READ ONLY")
             return

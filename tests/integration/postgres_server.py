@@ -5,25 +5,31 @@ Nothing of the machine's own PostgreSQL is used but its binaries (Debian's
 system service, no cluster under ``/var/lib``. The server listens on a free
 port of 127.0.0.1 and on a unix socket in its temp dir, password (SCRAM) login
 over TCP, trust only on that socket. ``initdb`` refuses to run as root, so as
-root the server runs as the ``postgres`` OS user the package creates.
+root the server runs as the ``postgres`` OS user the package creates. What it
+shares with the MySQL one (the port, the OS user, the temp dir) is in ``db_server.py``.
 """
 
 from __future__ import annotations
 
 import glob
-import os
 import shutil
-import socket
 import subprocess
-import tempfile
-import time
 from pathlib import Path
+
+from tests.integration.db_server import (
+    ServerUnavailable,
+    make_base_dir,
+    remove_base_dir,
+    run,
+    service_user,
+    start_on_a_free_port,
+)
 
 INSTALL_HINT = ("the PostgreSQL server binaries (initdb, pg_ctl) are not installed; "
                 "run `apt-get install postgresql` (Debian), which .ci/run does")
 
 
-class PostgresUnavailable(RuntimeError):
+class PostgresUnavailable(ServerUnavailable):
     """The binaries or the OS user the server needs are missing (the message says what to install)."""
 
 
@@ -41,12 +47,6 @@ def find_bin_dir() -> Path | None:
     return max(candidates, key=version) if candidates else None
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PostgresServer:
     """``start()`` a fresh cluster, ``sql(...)`` as its superuser, ``stop()`` and remove it (idempotent)."""
 
@@ -56,17 +56,8 @@ class PostgresServer:
         self.bin_dir = find_bin_dir()
         if self.bin_dir is None:
             raise PostgresUnavailable(INSTALL_HINT)
-        self.run_as: str | None = None
-        if os.geteuid() == 0:
-            try:
-                import pwd
-
-                pwd.getpwnam("postgres")
-            except KeyError:
-                raise PostgresUnavailable("running as root, and initdb refuses root, but there is no "
-                                          "'postgres' OS user to run the server as; `apt-get install "
-                                          "postgresql` creates it") from None
-            self.run_as = "postgres"
+        self.run_as = service_user("postgres", refuses_root="initdb", package="postgresql",
+                                   unavailable=PostgresUnavailable)
         self.base: Path | None = None
         self.port = 0
         self.host = "127.0.0.1"
@@ -87,46 +78,28 @@ class PostgresServer:
         assert self.base is not None
         return self.base / "server.log"
 
-    def _command(self, program: str, *args: str) -> list[str]:
-        command = [str(self.bin_dir / program), *args]
-        if self.run_as:
-            return ["runuser", "-u", self.run_as, "--", *command]
-        return command
-
     def _run(self, program: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        done = subprocess.run(self._command(program, *args), capture_output=True, text=True, timeout=timeout,
-                              cwd=self.socket_dir, env={**os.environ, "LC_ALL": "C", "LANG": "C"})
-        if done.returncode != 0:
-            log = self.log_file.read_text(errors="replace")[-3000:] if self.log_file.exists() else ""
-            raise RuntimeError(f"{program} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n"
-                               f"{done.stderr}\n{log}")
-        return done
+        return run([str(self.bin_dir / program), *args], user=self.run_as, cwd=self.base, timeout=timeout,
+                   log_file=self.log_file)
 
     def start(self) -> PostgresServer:
-        # Not under pytest's tmp_path: its parent is root's 0700 dir, which the postgres user cannot enter.
-        self.base = Path(tempfile.mkdtemp(prefix="codeagent-pg-"))
-        if self.run_as:
-            shutil.chown(self.base, user=self.run_as, group=self.run_as)
+        self.base = make_base_dir("codeagent-pg-", self.run_as)
         self._run("initdb", "-D", str(self.data_dir), "-U", self.superuser, "-E", "UTF8", "--locale=C",
                   "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync")
-        last_error: Exception | None = None
-        for _attempt in range(3):  # the free port may be taken between probing and binding
-            self.port = free_port()
-            options = " ".join([
-                f"-c listen_addresses={self.host}", f"-c port={self.port}",
-                f"-c unix_socket_directories={self.socket_dir}",
-                "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
-                "-c max_connections=30", "-c shared_buffers=16MB",
-            ])
-            try:
-                self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60",
-                          "-o", options, "start")
-                self._started = True
-                return self
-            except RuntimeError as exc:
-                last_error = exc
-                time.sleep(0.5)
-        raise RuntimeError(f"the test PostgreSQL server did not start: {last_error}")
+        self.port = start_on_a_free_port(self._start_on, "PostgreSQL")
+        self._started = True
+        return self
+
+    def _start_on(self, port: int) -> None:
+        self.port = port
+        options = " ".join([
+            f"-c listen_addresses={self.host}", f"-c port={port}",
+            f"-c unix_socket_directories={self.socket_dir}",
+            "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
+            "-c max_connections=30", "-c shared_buffers=16MB",
+        ])
+        self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60",
+                  "-o", options, "start")
 
     def stop(self) -> None:
         try:
@@ -135,9 +108,8 @@ class PostgresServer:
                           timeout=60)
         finally:
             self._started = False
-            if self.base is not None:
-                shutil.rmtree(self.base, ignore_errors=True)
-                self.base = None
+            remove_base_dir(self.base)
+            self.base = None
 
     def superuser_connection(self, dbname: str = "postgres"):
         """A psycopg2 connection as the superuser, over the unix socket (trust), autocommit."""
