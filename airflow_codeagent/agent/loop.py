@@ -564,9 +564,9 @@ def _action_key(completion: Completion, action: CodeAction | ToolCallAction | Pa
     return f"reply:{acted_text(completion.text).strip()}"
 
 
-# Failures that may not recur when the same action is sent again: those are run again as sent.
-_TRANSIENT_ERRORS = ("StepInterrupted", "SandboxError", "MemoryError", "TimeoutError", "ConnectionError",
-                     "OSError", "ModelCallError")
+# Failures that may not recur when the same action is sent again (a busy machine, a flaky
+# service): those are run again as sent. A crash or a memory limit recurs: it is not here.
+_TRANSIENT_ERRORS = ("StepInterrupted", "TimeoutError", "ConnectionError", "OSError", "ModelCallError")
 
 
 @dataclass(frozen=True)

@@ -113,9 +113,7 @@ def compile_model_code(source: str, filename: str, protected: frozenset[str] = f
     try:
         tree = ast.parse(source, filename, "exec")
     except SyntaxError as exc:
-        where = f"line {exc.lineno}" if exc.lineno else "unknown line"
-        text = f": {exc.text.strip()}" if exc.text else ""
-        raise RestrictedSyntaxError([f"{exc.msg} ({where}{text})"]) from None
+        raise RestrictedSyntaxError([_describe_syntax_error(exc)]) from None
     errors: list[str] = _rebinds(tree, protected)
     warnings: list[str] = []
     ModelCodeTransformer(errors, warnings, {}).visit(tree)
@@ -124,4 +122,22 @@ def compile_model_code(source: str, filename: str, protected: frozenset[str] = f
     _capture_trailing_expression(tree)
     tree = _Instrumenter().visit(tree)
     ast.fix_missing_locations(tree)
-    return CompiledCode(compile(tree, filename, "exec"), filename, tuple(source.splitlines()))
+    lines = tuple(source.splitlines())
+    try:
+        code = compile(tree, filename, "exec")
+    except SyntaxError as exc:
+        # What the parser accepts but the compiler does not: ``return`` or ``yield`` outside a
+        # function, ``break``/``continue`` outside a loop. The text is the model's own line.
+        if exc.lineno and 0 < exc.lineno <= len(lines):
+            exc.text = lines[exc.lineno - 1]
+        raise RestrictedSyntaxError([_describe_syntax_error(exc)]) from None
+    return CompiledCode(code, filename, lines)
+
+
+def _describe_syntax_error(exc: SyntaxError) -> str:
+    where = f"line {exc.lineno}" if exc.lineno else "unknown line"
+    text = f": {exc.text.strip()}" if exc.text else ""
+    hint = ""
+    if exc.msg.startswith(("'return' outside function", "'yield' outside function")):
+        hint = ". Code runs at the top level: to finish, call final_answer(value) instead of return"
+    return f"{exc.msg} ({where}{text}){hint}"

@@ -949,3 +949,24 @@ def test_model_code_cannot_run_in_the_host_between_steps():
         thread.join(10)
         pytest.xfail("model code ran in the host outside any step (worker's gc); fix: clock.stop() diff")
     assert_host_still_works(ex)
+
+
+@pytest.mark.parametrize("code", [
+    "return 1",
+    "x = 1\nreturn x",
+    "yield 5",
+    "for i in range(3):\n    pass\nbreak",
+    "continue",
+    "class C:\n    return 1",
+    "x = [(yield) for _ in range(1)]",
+])
+def test_code_only_the_compiler_rejects_is_an_observation_and_keeps_state(code):
+    """ast.parse accepts these; compile() does not. Raised from run(), the in-process executor would
+    end the agent run, and the isolated child would die and lose every variable (found on the local
+    model, which put ``return`` at the top level eight steps in a row)."""
+    ex = make_executor()
+    assert run(ex, "kept = 41").error is None
+    obs = run(ex, code)
+    assert obs.error is not None and obs.error.type == "SyntaxError", obs.error
+    assert "line" in obs.error.message
+    assert run(ex, "kept + 1").value_repr == "42"

@@ -113,6 +113,7 @@ PARITY_STEPS = [
     "xs = [1]\nxs[0:1] += [2]",
     "sqrt(4)",
     "[x for xx in data if x]",
+    "return data",
 ]
 
 
