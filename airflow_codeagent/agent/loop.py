@@ -370,6 +370,8 @@ class _Run:
             failure = _Failure.of(index, completion, action, step.error)
             if failure is not None:
                 failures.setdefault(failure.action_key, failure)
+            elif step.error is None:
+                failures.clear()  # state may have changed: what failed before may work now
             if step.final_answer_called:
                 self.trace.answer = step.final_answer
                 self.trace.answer_source = "final_answer"
@@ -411,9 +413,17 @@ class _Run:
             step.rejected_outputs.append(completion.text)
             messages = [*messages, {"role": "assistant", "content": completion.text},
                         {"role": "user", "content": repeated.repeat_note()}]
-            completion = self._call_model(messages, step, deadline, f"{slot}.resample",
-                                          temperature=self.agent.repeat_temperature)
-            action = self.agent.mode.parse(completion)
+            try:
+                resampled = self._call_model(messages, step, deadline, f"{slot}.resample",
+                                             temperature=self.agent.repeat_temperature)
+            except ModelCallError as exc:
+                if exc.cancelled:
+                    raise
+                # e.g. a model that refuses a temperature: the repeat runs as sent, as without resampling
+                log.info("resampling a repeated action failed (%s); running it as sent", exc)
+                step.rejected_outputs.pop()
+                return completion, action
+            completion, action = resampled, self.agent.mode.parse(resampled)
         return completion, action
 
     def _call_tool(self, step: Step, action: ToolCallAction) -> str:

@@ -634,3 +634,26 @@ def test_a_timed_out_step_may_be_sent_again(llm_server):
     assert [s["error"]["type"] if s["error"] else None for s in run.trace["steps"]] == \
         ["StepInterrupted", "StepInterrupted", None]
     assert len(server.requests) == 3
+
+
+def test_an_action_that_failed_before_a_successful_step_is_run_again(llm_server):
+    """The state changed in between: what failed may work now, so it is not resampled."""
+    server = llm_server([code("print(total)"), code("total = 41 + 1"), code("print(total)"),
+                         code("final_answer(total)")])
+    run = make_agent(server).run("One")
+
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == 42
+    assert run.trace["steps"][2]["stdout"] == "42\n" and not run.trace["steps"][2]["rejected_outputs"]
+    assert all("temperature" not in r.body for r in server.requests)
+
+
+def test_a_failed_resample_call_runs_the_repeat_as_sent(llm_server):
+    """A model that refuses the resampling temperature must not end the run."""
+    failing = code("1 / 0")
+    server = llm_server([failing, failing, HTTPError(400, "temperature is not supported by this model"),
+                         code("final_answer(1)")])
+    run = make_agent(server).run("One")
+
+    assert run.status is RunStatus.FINAL_ANSWER
+    second = run.trace["steps"][1]
+    assert second["error"]["type"] == "ZeroDivisionError" and second["rejected_outputs"] == []
