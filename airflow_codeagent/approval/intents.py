@@ -210,11 +210,6 @@ class IntentStager:
         shown = previewer(args, kwargs) if previewer else _generic_preview(tool, arguments)
         if "run_now" in shown:  # the previewer found this call changes nothing (e.g. a SELECT)
             return shown["run_now"]()
-        for earlier in self.intents:
-            # A model that re-runs its code (after an error in a later line) stages the same call again;
-            # one intent per distinct call, so the reviewer sees it once and apply runs it once.
-            if earlier.tool == tool.name and earlier.arguments == arguments:
-                return f"staged as intent #{earlier.id} (already staged; not staged twice)"
         intent = Intent(id=len(self.intents) + 1, tool=tool.name, args=plain_args, kwargs=plain_kwargs,
                         arguments=arguments, preview=shown["preview"], row_count=shown.get("row_count"),
                         notes=list(shown.get("notes", [])))
