@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 APPROVED_XCOM_KEY = "codeagent_approved_intents"
 DECISION_XCOM_KEY = "codeagent_decision"
 APPLIED_XCOM_KEY = "return_value"
-_DIGEST_KEY = "codeagent.approval.digest"
+SHOWN_XCOM_KEY = "codeagent_shown_intents"
 
 ToolItem = Tool | Toolkit | Callable[..., Any]
 
@@ -65,9 +65,9 @@ class IntentApprovalOperator(ApprovalOperator):
         if not intents:
             raise AirflowSkipException(f"{self.agent_task_id} staged no side-effecting call: nothing to approve")
         digest = intents_digest(intents)
-        store = context.get("task_state_store")
-        if store is not None:
-            store.set(_DIGEST_KEY, digest)
+        # What the reviewer is shown is kept with this task: the decision applies to this copy,
+        # whatever happens to the agent task's XCom meanwhile (a cleared and re-run agent).
+        context["ti"].xcom_push(key=SHOWN_XCOM_KEY, value=intents)
         self.body = f"{render_markdown(intents)}\n\n<sub>intents digest {digest}</sub>"
         return super().execute(context)
 
@@ -79,7 +79,10 @@ class IntentApprovalOperator(ApprovalOperator):
         return super().execute_complete(context, event)
 
     def _record(self, context: Context, event: dict[str, Any]) -> None:
-        intents = self._intents(context)
+        ti = context["ti"]
+        intents = ti.xcom_pull(task_ids=ti.task_id, key=SHOWN_XCOM_KEY, map_indexes=ti.map_index)
+        if not intents:
+            raise AirflowException("the intents shown for approval were not found; nothing was approved")
         approved = event["chosen_options"] == [self.APPROVE]
         by = event.get("responded_by_user")
         answers = event.get("params_input") or {}
@@ -95,17 +98,17 @@ class IntentApprovalOperator(ApprovalOperator):
             "approved_intents": [i["id"] for i in chosen],
             "digest": intents_digest(intents),
         }
+        if approved:
+            current = intents_digest(self._intents(context))
+            if current != decision["digest"]:
+                raise AirflowException("the staged intents changed after they were shown for approval "
+                                       f"(shown {decision['digest']}, now {current}); nothing was approved")
         context["ti"].xcom_push(key=DECISION_XCOM_KEY, value=decision)
         who = (by or {}).get("name") or (by or {}).get("id") or "the timeout default"
         what = f" (only {', '.join(f'#{i}' for i in decision['approved_intents'])})" \
             if approved and len(chosen) < len(intents) else ""
         self.log.info("Intents %s%s by %s%s", decision["decision"], what, who, f": {reason}" if reason else "")
         if approved:
-            store = context.get("task_state_store")
-            shown = store.get(_DIGEST_KEY) if store is not None else None
-            if shown is not None and shown != decision["digest"]:
-                raise AirflowException("the staged intents changed after they were shown for approval "
-                                       f"(shown {shown}, now {decision['digest']}); nothing was approved")
             context["ti"].xcom_push(key=APPROVED_XCOM_KEY, value=chosen)
 
 

@@ -352,3 +352,43 @@ def test_without_approval_side_effects_run_and_the_trace_marks_them(llm_server, 
     assert [c.get("side_effect") for c in run.trace["steps"][0]["tool_calls"]] == [True, True]
     jsonschema.validate(run.trace, load_schema())
     assert rows(shop_db)[2] == (2, 1)
+
+
+class TamperingReviewer(Reviewer):
+    """Before answering, the agent's intents change under the waiting approval (as a cleared and
+    re-run agent task would do): what is approved must be what was shown, or nothing."""
+
+    def run(self) -> None:
+        from airflow.models.xcom import XComModel
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            listing = self.client.get(f"/api/v2/dags/{DAG_ID}/dagRuns/~/hitlDetails",
+                                      params={"response_received": False})
+            pending = listing.json()["hitl_details"] if listing.status_code == 200 else []
+            if pending:
+                run_id = pending[0]["task_instance"]["dag_run_id"]
+                swapped = [{"id": 1, "tool": "sql", "args": ["DELETE FROM orders"], "kwargs": {},
+                            "arguments": {"query": "DELETE FROM orders"}, "preview": "DELETE FROM orders",
+                            "row_count": 10, "notes": []}]
+                XComModel.set("codeagent_intents", swapped, dag_id=DAG_ID, task_id="fix.agent", run_id=run_id)
+                break
+            time.sleep(0.3)
+        super().run()
+
+
+def test_intents_changed_while_waiting_approve_nothing(model_server, test_dags, api, xcoms, shop_db):
+    model_server.reset(AGENT_SCRIPT)
+    before = rows(shop_db)
+    reviewer = TamperingReviewer(api, "Approve", "looks right")
+    reviewer.start()
+    dag_run = test_dags.get_dag(DAG_ID).test(logical_date=pendulum.datetime(2024, 6, 5, tz="UTC"))
+    reviewer.join(10)
+
+    assert reviewer.error is None, reviewer.error
+    assert "UPDATE orders" in reviewer.seen["body"]  # what was shown
+    assert states(dag_run)["fix.approval"] == "failed" and states(dag_run)["fix.apply"] == "upstream_failed"
+    assert rows(shop_db) == before
+    values = xcoms(DAG_ID, dag_run.run_id)
+    assert ("fix.approval", "codeagent_approved_intents", -1) not in values
+    assert values[("fix.approval", "codeagent_shown_intents", -1)][0]["preview"].startswith("UPDATE orders")
