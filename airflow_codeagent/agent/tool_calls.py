@@ -18,11 +18,14 @@ def _tool_error(step: Step, message: str) -> str:
     return f"Observation:\nError: {message}\nFix the call and try again."
 
 
-_SCHEMA_KEYS = frozenset({"type", "properties", "required", "description"})
+_SCHEMA_KEYS = frozenset({"type", "properties", "required", "description", "items", "enum"})
+_JSON_SCHEMA_TYPES = frozenset({"string", "integer", "number", "boolean", "object", "array", "null"})
 
 
 def _looks_like_schema(value: Any) -> bool:
-    return isinstance(value, dict) and "type" in value and set(value) <= _SCHEMA_KEYS | {"items", "enum"}
+    """A dict of JSON-Schema keywords whose "type" is a JSON-Schema type name: {"type": "bug"} is data."""
+    return (isinstance(value, dict) and value.get("type") in _JSON_SCHEMA_TYPES
+            and set(value) <= _SCHEMA_KEYS)
 
 
 def schema_sent_as_arguments(arguments: Mapping[str, Any]) -> bool:

@@ -29,6 +29,7 @@ effect at its next tick.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -73,18 +74,30 @@ class _Watchdog:
     def _run(self) -> None:
         with self._wake:
             while True:
-                now = time.monotonic()
-                for key, (deadline, generation, ref) in list(self._armed.items()):
-                    if deadline <= now:
-                        del self._armed[key]
-                        clock = ref()
-                        if clock is not None:
-                            clock._expire(generation)
-                nearest = min((deadline for deadline, _, _ in self._armed.values()), default=None)
-                self._wake.wait(None if nearest is None else max(0.0, nearest - time.monotonic()))
+                try:
+                    now = time.monotonic()
+                    for key, (deadline, generation, ref) in list(self._armed.items()):
+                        if deadline <= now:
+                            del self._armed[key]
+                            clock = ref()
+                            if clock is not None:
+                                clock._expire(generation)
+                    nearest = min((deadline for deadline, _, _ in self._armed.values()), default=None)
+                    # capped: Condition.wait overflows on a huge timeout (step_timeout_s=1e12)
+                    self._wake.wait(None if nearest is None else min(max(0.0, nearest - now), 3600.0))
+                except Exception:  # noqa: BLE001 - this thread must outlive any one bad entry
+                    self._armed.clear()
+
+    def reset_after_fork(self) -> None:
+        """A forked child has no watchdog thread and maybe a lock held by the parent's."""
+        self._wake = threading.Condition(threading.Lock())
+        self._armed = {}
+        self._thread = None
 
 
 _WATCHDOG = _Watchdog()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_WATCHDOG.reset_after_fork)
 
 
 class StepClock:
@@ -126,7 +139,9 @@ class StepClock:
         self._deadline = float("inf") if limit_s is None else time.monotonic() + limit_s
         self.fired = ""
         self._generation += 1
-        self._set_tick(stopping=self._cancel_flag)
+        self._set_tick(stopping=False)
+        if self._cancel_flag:  # checked after the write: a cancel() in between must not be overwritten
+            self._set_tick(stopping=True)
         if limit_s is not None:
             _WATCHDOG.arm(self, self._deadline, self._generation)
 

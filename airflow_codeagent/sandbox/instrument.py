@@ -112,11 +112,15 @@ def compile_model_code(source: str, filename: str, protected: frozenset[str] = f
     """
     try:
         tree = ast.parse(source, filename, "exec")
+        errors: list[str] = _rebinds(tree, protected)
+        warnings: list[str] = []
+        ModelCodeTransformer(errors, warnings, {}).visit(tree)
     except SyntaxError as exc:
         raise RestrictedSyntaxError([_describe_syntax_error(exc)]) from None
-    errors: list[str] = _rebinds(tree, protected)
-    warnings: list[str] = []
-    ModelCodeTransformer(errors, warnings, {}).visit(tree)
+    except (RecursionError, MemoryError, ValueError) as exc:
+        # ``-`` * 3000, deeply nested brackets, a NUL byte: the parser or a visitor gives up
+        raise RestrictedSyntaxError([f"the code could not be compiled ({type(exc).__name__}): simplify "
+                                     "deeply nested expressions"]) from None
     if errors:
         raise RestrictedSyntaxError(errors)
     _capture_trailing_expression(tree)
@@ -125,6 +129,9 @@ def compile_model_code(source: str, filename: str, protected: frozenset[str] = f
     lines = tuple(source.splitlines())
     try:
         code = compile(tree, filename, "exec")
+    except (RecursionError, MemoryError, ValueError) as exc:
+        raise RestrictedSyntaxError([f"the code could not be compiled ({type(exc).__name__}): simplify "
+                                     "deeply nested expressions"]) from None
     except SyntaxError as exc:
         # What the parser accepts but the compiler does not: ``return`` or ``yield`` outside a
         # function, ``break``/``continue`` outside a loop. The text is the model's own line.

@@ -131,8 +131,8 @@ class RestrictedExecutor:
                                error=ExecutionError("SyntaxError", str(exc), ""))
         limit = _min_limit(self.step_timeout_s, time_limit_s)
         self._install_hooks(state)
-        self.clock.start(limit, f"step stopped: exceeded the {limit:g} s time limit" if limit else "")
         try:
+            self.clock.start(limit, f"step stopped: exceeded the {limit:g} s time limit" if limit else "")
             error = self._execute(compiled, state)
         finally:
             self.clock.stop()
@@ -174,7 +174,7 @@ class RestrictedExecutor:
         traceback_text = _model_traceback(exc, compiled)
         try:
             message = clip_message(str(exc))
-            if type(exc) is NameError and isinstance(exc.name, str):
+            if type(exc) is NameError and type(exc.name) is str:  # a str subclass would run model code
                 hint = name_error_hint(exc.name, self._visible_names(exc, compiled), self._imports)
                 message = f"{message}. {hint}" if hint else message
             return ExecutionError(type(exc).__name__, message, traceback_text)

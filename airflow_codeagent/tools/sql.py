@@ -580,7 +580,11 @@ class _DbApiBackend:
             try:
                 cursor.execute(f"SET SESSION MAX_EXECUTION_TIME = {milliseconds}")  # MySQL, milliseconds
             except Exception:  # noqa: BLE001 - MariaDB has no such variable: it has max_statement_time
-                cursor.execute(f"SET SESSION max_statement_time = {milliseconds / 1000:.3f}")  # seconds
+                try:
+                    cursor.execute(f"SET SESSION max_statement_time = {milliseconds / 1000:.3f}")  # seconds
+                except Exception:  # noqa: BLE001 - a server with neither: the query runs without a timeout
+                    log.warning("SQLTool: this MySQL-protocol server has no statement timeout setting; "
+                                "queries run without the %s s timeout", timeout)
             if read_only:
                 cursor.execute("START TRANSACTION READ ONLY")
             return

@@ -59,6 +59,8 @@ EFFECT_FUNCTIONS = frozenset({
     "PG_TRY_ADVISORY_XACT_LOCK", "PG_TRY_ADVISORY_XACT_LOCK_SHARED",
     "LOAD_EXTENSION", "LOAD_FILE", "SYS_EXEC", "SYS_EVAL", "WRITEFILE", "READFILE", "EDIT",
     "FTS3_TOKENIZER",
+    # run a query given as text, which the checks never see
+    "QUERY_TO_XML", "QUERY_TO_XMLSCHEMA", "QUERY_TO_XML_AND_XMLSCHEMA", "CURSOR_TO_XML",
 })
 
 # SQLite PRAGMAs that only read. Those in the second set take a table or index name.
@@ -221,7 +223,15 @@ def check_statement(sql: str, *, read_only: bool = True,
 
 def _check_lexing(tokens: list[_Token]) -> None:
     """Refuse what databases would read differently from the lexer, instead of guessing."""
+    for before, amp, after in zip(tokens, tokens[1:], tokens[2:]):
+        # U&"nextva\006C" is nextval to Postgres and an unknown word to the checks below
+        if (before.kind == "word" and before.value.upper() == "U" and amp.value == "&"
+                and after.kind in ("quoted", "string")):
+            raise SQLRefused("Unicode-escaped names and strings (U&\"...\") are refused: the checks cannot read "
+                             "them. Write the name or text plainly")
     for t in tokens:
+        if t.kind == "word" and t.value.upper() == "UESCAPE":
+            raise SQLRefused("UESCAPE is refused: write the name or text plainly")
         if t.kind == "error":
             raise SQLRefused(f"the query has {t.value!r} where SQL cannot have it (an unterminated string or a "
                              "stray backslash?); fix the quoting")

@@ -150,3 +150,22 @@ def test_a_parameter_schema_sent_as_arguments_is_answered_with_the_parameters_wa
     assert run.trace["steps"][0]["tool_calls"] == []  # the tool was not called with a schema
     # no placeholder value anywhere in the prompt for a small model to copy as an argument
     assert "<string>" not in server.requests[0].messages[0]["content"]
+
+
+@tool
+def file_ticket(fields: dict) -> str:
+    """File a ticket.
+
+    Args:
+        fields: the ticket's fields.
+    """
+    return f"filed {fields['type']}"
+
+
+def test_data_that_merely_has_a_type_key_is_not_taken_for_a_schema(llm_server):
+    server = llm_server([call("file_ticket", fields={"type": "bug", "description": "login fails"}),
+                         call("final_answer", answer="done")])
+    run = CodeAgent("openai/scripted-model", model_kwargs={"api_base": server.api_base, "api_key": "k"},
+                    tools=[file_ticket], max_steps=3, action_mode="json").run("File a bug")
+
+    assert run.trace["steps"][0]["error"] is None and run.trace["steps"][0]["value"] == "'filed bug'"

@@ -970,3 +970,33 @@ def test_code_only_the_compiler_rejects_is_an_observation_and_keeps_state(code):
     assert obs.error is not None and obs.error.type == "SyntaxError", obs.error
     assert "line" in obs.error.message
     assert run(ex, "kept + 1").value_repr == "42"
+
+
+@pytest.mark.parametrize("code", ["x = " + "-" * 400 + "1", "-" * 3000, "(" * 5000 + ")" * 5000, "-" * 100_000])
+def test_code_that_exhausts_the_parser_is_an_observation_and_keeps_state(code):
+    """Deep nesting makes the parser, our transformer or the compiler give up with RecursionError or
+    MemoryError; raised from run() it would end the run or kill the isolated child."""
+    ex = make_executor()
+    assert run(ex, "kept = 41").error is None
+    obs = run(ex, code)
+    assert obs.error is not None and obs.error.type == "SyntaxError", obs.error
+    assert run(ex, "kept + 1").value_repr == "42"
+
+
+def test_a_name_error_carrying_a_str_subclass_runs_no_model_code_in_the_host():
+    ex = make_executor()
+    obs = run(ex, """
+        seen = []
+        class S(str):
+            def __eq__(self, other):
+                seen.append(other)
+                return False
+        try:
+            raise NameError("x", name=S("sqrt"))
+        except NameError as exc:
+            err = exc
+        raise err
+    """)
+    assert obs.error is not None and obs.error.type in ("NameError", "SyntaxError"), obs.error
+    if obs.error.type == "NameError":
+        assert run(ex, "seen").value_repr == "[]"  # the hint compared nothing with the model's object

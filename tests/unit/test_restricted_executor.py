@@ -233,3 +233,9 @@ def test_c_code_may_import_what_it_needs_but_model_code_may_not():
     assert ex.run("import _strptime").error.type == "SyntaxError"
     assert ex.run("import time").error.type == "ImportError"
     assert ex.run("from time import strftime").error.type == "ImportError"
+
+
+def test_a_huge_step_limit_does_not_stop_the_clock_of_other_steps():
+    assert RestrictedExecutor(step_timeout_s=1e12).run("sum(range(10))").value_repr == "45"
+    error = RestrictedExecutor(step_timeout_s=0.3).run("while True:\n    pass").error
+    assert error.type == "StepInterrupted"

@@ -231,3 +231,18 @@ def test_table_names_are_normalized():
 
 def test_very_long_queries_are_refused():
     assert "characters long" in refused("SELECT " + "1, " * 50_000 + "1")
+
+
+@pytest.mark.parametrize("sql", [
+    'SELECT U&"nextva\\006C"(\'s\')',
+    'SELECT u&"pg_terminate_backen\\0064"(1)',
+    "SELECT U&'\\0041' AS a",
+    'SELECT U&"d!0061t!+000061" UESCAPE \'!\' FROM t',
+])
+def test_unicode_escapes_are_refused(sql):
+    assert "plainly" in refused(sql)
+
+
+def test_functions_that_run_a_query_given_as_text_are_refused():
+    assert "effects outside the query" in refused(
+        "SELECT query_to_xml('select pg_terminate_backend(1)', true, false, '')")
