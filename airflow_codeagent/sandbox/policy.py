@@ -62,23 +62,6 @@ _EXTRA_BUILTINS = (
 _MISSING = object()
 _PLAIN_CONTAINERS = tuple(restricting.PLAIN_WRITABLE_TYPES)  # one definition for the guard and its fast path
 
-_INPLACE_OPERATORS: Mapping[str, Callable[[Any, Any], Any]] = {
-    "+=": operator.iadd,
-    "-=": operator.isub,
-    "*=": operator.imul,
-    "/=": operator.itruediv,
-    "//=": operator.ifloordiv,
-    "%=": operator.imod,
-    "**=": operator.ipow,
-    "<<=": operator.ilshift,
-    ">>=": operator.irshift,
-    "&=": operator.iand,
-    "^=": operator.ixor,
-    "|=": operator.ior,
-    "@=": operator.imatmul,
-}
-
-
 class ModuleProxy:
     """A module as model code sees it: public, non-module attributes only.
 
@@ -256,13 +239,6 @@ def guarded_hasattr(obj: Any, name: str) -> bool:
     return True
 
 
-def guarded_inplacevar(op: str, target: Any, value: Any) -> Any:
-    try:
-        return _INPLACE_OPERATORS[op](target, value)
-    except KeyError:
-        raise SyntaxError(f"augmented assignment {op!r} is not supported") from None
-
-
 def guarded_apply(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return func(*args, **kwargs)
 
@@ -330,7 +306,6 @@ def restricted_globals(import_policy: ImportPolicy, classes: SandboxClasses) -> 
         "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
         "_unpack_sequence_": guarded_unpack_sequence,
         "_write_": classes.write_guard,
-        "_inplacevar_": guarded_inplacevar,
         "_apply_": guarded_apply,
         # the compiler's inline fast paths (restricting.py)
         restricting.TYPE_NAME: builtins.type,

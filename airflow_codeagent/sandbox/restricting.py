@@ -33,8 +33,8 @@ without a call)::
     counts[k] = v   ->  (counts if _type_(counts) in _plain_writable_ else _write_(counts))[k] = v
 
 ``format`` and ``format_map`` always go through the guard (``str.format``
-walks attributes). ``x += y`` on a name compiles to itself: the policy's
-``_inplacevar_`` would only apply the same operator.
+walks attributes). ``x += y`` on a name compiles to itself: RestrictedPython's
+``_inplacevar_`` hook would only apply the same operator, so the sandbox has none.
 """
 
 from __future__ import annotations
