@@ -22,12 +22,10 @@ from pathlib import Path
 import pendulum
 import pytest
 
-from airflow_codeagent.sandbox.executor import executor_factory
-from airflow_codeagent.sandbox.policy import DEFAULT_AUTHORIZED_IMPORTS
-from airflow_codeagent.tools.base import expand_tools
 from airflow_codeagent.tools.hook import HookToolError, google_docstring, hook_tool
 from airflow_codeagent.tools.object_storage import ObjectStorageTool, PathRefused
 from airflow_codeagent.tools.sql import TRUNCATED_KEY, SQLTool
+from tests.integration.toolkits import sandbox_with, tools_by_name
 
 CANARY = "canary-conn-pw-7f3a19-DO-NOT-LEAK"
 CONN_ID = "codeagent_tools_sqlite"  # the id tests/integration/dags/tool_test_dags.py uses
@@ -74,23 +72,19 @@ def _count(path: Path, table: str) -> int:
         conn.close()
 
 
-def _by_name(toolkit) -> dict:
-    return {t.name: t for t in expand_tools([toolkit])}
-
-
 # -- SQLTool: building, docstrings -------------------------------------------------------------
 
 
 def test_building_the_tools_does_not_touch_the_connection():
     tool = SQLTool("no_such_connection_anywhere", max_rows=7)
-    tools = _by_name(tool)
+    tools = tools_by_name(tool)
     assert list(tools) == ["sql", "list_tables", "describe"]
     with pytest.raises(Exception, match="no_such_connection_anywhere"):
         tools["sql"]("SELECT 1")  # only calling a tool resolves the connection
 
 
 def test_docstrings_tell_the_model_the_rules_and_prefix_disambiguates():
-    read_only = _by_name(SQLTool(CONN_ID, max_rows=42, allowed_tables=["orders"], prefix="shop"))
+    read_only = tools_by_name(SQLTool(CONN_ID, max_rows=42, allowed_tables=["orders"], prefix="shop"))
     assert list(read_only) == ["shop_sql", "shop_list_tables", "shop_describe"]
     text = read_only["shop_sql"].signature_text()
     assert text.startswith("def shop_sql(query: str) -> list[dict]:")
@@ -99,7 +93,7 @@ def test_docstrings_tell_the_model_the_rules_and_prefix_disambiguates():
         assert phrase in text
     assert not any(t.side_effect for t in read_only.values())
 
-    writable = _by_name(SQLTool(CONN_ID, read_only=False))
+    writable = tools_by_name(SQLTool(CONN_ID, read_only=False))
     assert [t.side_effect for t in writable.values()] == [True, False, False]
     assert "it may change data" in writable["sql"].description
 
@@ -119,7 +113,7 @@ def test_bad_arguments_are_refused_at_definition_time():
 
 
 def test_rows_come_back_as_plain_data(shop_db):
-    sql = _by_name(SQLTool(CONN_ID))["sql"]
+    sql = tools_by_name(SQLTool(CONN_ID))["sql"]
     rows = sql("SELECT o.id, o.total, o.placed, o.receipt, o.note, c.name, c.id "
                "FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id = 2")
     assert rows == [{"id": 2, "total": 2.5, "placed": "2024-03-02", "receipt": "<3 bytes>", "note": None,
@@ -141,7 +135,7 @@ def test_values_are_converted_to_plain_data():
 
 
 def test_rows_over_the_cap_end_with_a_marker(shop_db):
-    sql = _by_name(SQLTool(CONN_ID, max_rows=5))["sql"]
+    sql = tools_by_name(SQLTool(CONN_ID, max_rows=5))["sql"]
     rows = sql("SELECT id FROM orders ORDER BY id")
     assert rows[:5] == [{"id": i} for i in range(1, 6)]
     assert len(rows) == 6 and set(rows[5]) == {TRUNCATED_KEY}
@@ -150,7 +144,7 @@ def test_rows_over_the_cap_end_with_a_marker(shop_db):
 
 
 def test_large_results_are_cut_by_size_with_a_marker(shop_db):
-    sql = _by_name(SQLTool(CONN_ID, max_result_chars=200, max_value_chars=50))["sql"]
+    sql = tools_by_name(SQLTool(CONN_ID, max_result_chars=200, max_value_chars=50))["sql"]
     rows = sql("SELECT id, printf('%.100c', 'x') AS padding FROM orders ORDER BY id")
     assert rows[0]["padding"] == "x" * 50 + "...[50 more characters]"
     assert TRUNCATED_KEY in rows[-1] and "larger than 200 characters" in rows[-1][TRUNCATED_KEY]
@@ -158,7 +152,7 @@ def test_large_results_are_cut_by_size_with_a_marker(shop_db):
 
 
 def test_list_tables_and_describe(shop_db):
-    tools = _by_name(SQLTool(CONN_ID))
+    tools = tools_by_name(SQLTool(CONN_ID))
     assert tools["list_tables"]() == ["customers", "order_totals", "orders", "secret"]
     columns = tools["describe"]("orders")
     assert [c["name"] for c in columns] == ["id", "customer_id", "total", "placed", "receipt", "note"]
@@ -213,7 +207,7 @@ def test_list_tables_and_describe(shop_db):
 ])
 def test_read_only_refuses_every_write_form(shop_db, query, message):
     before = _digest(shop_db)
-    sql = _by_name(SQLTool(CONN_ID))["sql"]
+    sql = tools_by_name(SQLTool(CONN_ID))["sql"]
     with pytest.raises(ValueError, match=re.escape(message)) as refused:
         sql(query)
     assert type(refused.value) is ValueError  # model code sees a ValueError it can catch by name
@@ -232,7 +226,7 @@ def test_read_only_refuses_every_write_form(shop_db, query, message):
     "VALUES (1), (2)",
 ])
 def test_read_only_allows_reading(shop_db, query):
-    assert isinstance(_by_name(SQLTool(CONN_ID))["sql"](query), list)
+    assert isinstance(tools_by_name(SQLTool(CONN_ID))["sql"](query), list)
 
 
 # -- SQLTool: read-only, the database's own guard --------------------------------------------------
@@ -278,7 +272,7 @@ def test_sqlite_itself_refuses_writes_on_the_read_only_handle_without_the_author
 
 
 def test_long_queries_are_stopped_at_the_timeout(shop_db):
-    sql = _by_name(SQLTool(CONN_ID, timeout=0.001))["sql"]
+    sql = tools_by_name(SQLTool(CONN_ID, timeout=0.001))["sql"]
     with pytest.raises(ValueError, match="longer than the 0.001 s timeout"):
         sql("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT COUNT(*) FROM n")
 
@@ -288,7 +282,7 @@ def test_long_queries_are_stopped_at_the_timeout(shop_db):
 
 def test_allowed_tables_scope_queries_listing_and_describe(shop_db):
     tool = SQLTool(CONN_ID, allowed_tables=["orders", "Customers"])
-    tools = _by_name(tool)
+    tools = tools_by_name(tool)
     assert tools["list_tables"]() == ["Customers", "orders"]
     assert tools["sql"]("SELECT c.name, COUNT(*) AS n FROM orders o JOIN customers c ON c.id = o.customer_id "
                         "GROUP BY c.name ORDER BY c.name") == [{"name": "acme", "n": 15}, {"name": "globex", "n": 10}]
@@ -308,7 +302,7 @@ def test_allowed_tables_scope_queries_listing_and_describe(shop_db):
 
 
 def test_a_cte_named_like_an_allowed_table_cannot_smuggle_a_read(shop_db):
-    sql = _by_name(SQLTool(CONN_ID, allowed_tables=["orders"]))["sql"]
+    sql = tools_by_name(SQLTool(CONN_ID, allowed_tables=["orders"]))["sql"]
     with pytest.raises(ValueError, match="table 'secret' is not one"):
         sql("WITH orders AS (SELECT api_key FROM secret) SELECT * FROM orders")
 
@@ -327,7 +321,7 @@ def test_allowed_tables_are_enforced_by_sqlite_too(shop_db):
 
 
 def test_write_mode_runs_one_statement_and_commits(shop_db, tmp_path):
-    sql = _by_name(SQLTool(CONN_ID, read_only=False))["sql"]
+    sql = tools_by_name(SQLTool(CONN_ID, read_only=False))["sql"]
     assert sql("INSERT INTO customers VALUES (3, 'initech')") == [{"rows_affected": 1}]
     assert _count(shop_db, "customers") == 3
     assert sql("UPDATE orders SET note = 'checked' WHERE customer_id = 2") == [{"rows_affected": 10}]
@@ -391,7 +385,7 @@ def storage(tmp_path) -> Path:
 
 
 def _storage_tools(base: Path, **kwargs) -> dict:
-    return _by_name(ObjectStorageTool(f"file://{base}/", **kwargs))
+    return tools_by_name(ObjectStorageTool(f"file://{base}/", **kwargs))
 
 
 def test_storage_tools_list_read_text_and_tables(storage):
@@ -468,7 +462,7 @@ def test_paths_cannot_leave_the_base(storage, path, message):
 def test_write_text_only_with_write_and_only_under_base(storage):
     assert "write_text" not in _storage_tools(storage)
     tool = ObjectStorageTool(f"file://{storage}", write=True, prefix="reports")
-    tools = _by_name(tool)
+    tools = tools_by_name(tool)
     assert [t.side_effect for t in tools.values()] == [False, False, False, True]
     assert tools["reports_write_text"]("out/new/summary.md", "# Done\n") == {
         "path": "out/new/summary.md", "characters": 7}
@@ -478,13 +472,13 @@ def test_write_text_only_with_write_and_only_under_base(storage):
     with pytest.raises(IsADirectoryError):
         tools["reports_write_text"]("2024", "x")
     with pytest.raises(ValueError, match="at most 10"):
-        _by_name(ObjectStorageTool(f"file://{storage}", write=True, max_write_chars=10))["write_text"]("a", "x" * 11)
+        tools_by_name(ObjectStorageTool(f"file://{storage}", write=True, max_write_chars=10))["write_text"]("a", "x" * 11)
 
 
 def test_an_object_storage_path_base_is_accepted_and_resolved_lazily(storage):
     from airflow.sdk import ObjectStoragePath
 
-    tools = _by_name(ObjectStorageTool(ObjectStoragePath(f"file://{storage}")))
+    tools = tools_by_name(ObjectStorageTool(ObjectStoragePath(f"file://{storage}")))
     assert tools["read_table"]("events.jsonl")[0] == {"id": 1, "kind": "click"}
     lazy = ObjectStorageTool("file:///no/such/place/")
     assert lazy._root is None and len(lazy.tools()) == 3 and lazy._root is None
@@ -563,7 +557,7 @@ def inventory_conn(monkeypatch):
 def test_hook_methods_become_tools_with_their_signatures_and_docstrings(inventory_conn):
     kit = hook_tool(inventory_conn, ["stock", "restock"], hook_class=InventoryHook, prefix="inv",
                     side_effect_methods=["restock"])
-    tools = _by_name(kit)
+    tools = tools_by_name(kit)
     stock = tools["inv_stock"]
     text = stock.signature_text()
     assert text.startswith("def inv_stock(sku: str, warehouses: list[str] | None = None, "
@@ -595,7 +589,7 @@ def test_hook_tool_refuses_methods_it_cannot_offer(methods, message):
 
 
 def test_a_hook_result_that_is_not_data_is_refused_not_stringified(inventory_conn):
-    client = _by_name(hook_tool(inventory_conn, ["client"], hook_class=InventoryHook))["client"]
+    client = tools_by_name(hook_tool(inventory_conn, ["client"], hook_class=InventoryHook))["client"]
     with pytest.raises(TypeError, match="client\\(\\) returned something that is not plain data"):
         client("x")
 
@@ -603,7 +597,7 @@ def test_a_hook_result_that_is_not_data_is_refused_not_stringified(inventory_con
 def test_hook_class_resolved_from_the_connection(tmp_path, monkeypatch):
     monkeypatch.setenv(_conn_env("codeagent_fs"), json.dumps({
         "conn_type": "fs", "password": CANARY, "extra": {"path": str(tmp_path)}}))
-    tools = _by_name(hook_tool("codeagent_fs", ["get_path", "test_connection"]))
+    tools = tools_by_name(hook_tool("codeagent_fs", ["get_path", "test_connection"]))
     assert tools["get_path"].signature_text().startswith("def get_path() -> str:")
     assert "Returns: the path." in tools["get_path"].signature_text()
     assert tools["get_path"]() == str(tmp_path)
@@ -642,13 +636,8 @@ except ValueError as error:
 
 @pytest.mark.parametrize("sandbox", ["restricted", "isolated"])
 def test_the_connection_password_never_reaches_the_sandbox(shop_db, storage, inventory_conn, sandbox):
-    tools = expand_tools([SQLTool(CONN_ID), hook_tool(inventory_conn, ["stock"], hook_class=InventoryHook,
-                                                      prefix="inv"),
-                          ObjectStorageTool(f"file://{storage}")])
-    executor = executor_factory(sandbox)(
-        tools={t.name: t.func for t in tools}, variables={}, authorized_imports=DEFAULT_AUTHORIZED_IMPORTS,
-        step_timeout_s=30, output_limit_chars=100_000, reraise=())
-    try:
+    with sandbox_with(SQLTool(CONN_ID), hook_tool(inventory_conn, ["stock"], hook_class=InventoryHook, prefix="inv"),
+                      ObjectStorageTool(f"file://{storage}"), sandbox=sandbox, step_timeout_s=30) as executor:
         observation = executor.run(MODEL_CODE)
         assert observation.error is None, observation.error
         assert "acme" in observation.stdout and "inventory-user" in observation.stdout
@@ -661,8 +650,6 @@ def test_the_connection_password_never_reaches_the_sandbox(shop_db, storage, inv
         assert CANARY not in everything
         leak = executor.run("print(sql.__closure__)")  # the sandbox refuses the way to host objects
         assert leak.error is not None and CANARY not in repr(leak)
-    finally:
-        executor.close()
 
 
 # -- end to end: an agent in a DAG ------------------------------------------------------------------------

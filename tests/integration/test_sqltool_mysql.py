@@ -26,9 +26,9 @@ import re
 
 import pytest
 
-from airflow_codeagent.tools.base import expand_tools
 from airflow_codeagent.tools.sql import TRUNCATED_KEY, SQLTool
 from tests.integration.mysql_server import MariaDBServer, MySQLUnavailable
+from tests.integration.toolkits import sandbox_with, tools_by_name
 
 CANARY = "canary-my-pw-9d41b7-DO-NOT-LEAK"
 USER = "agent"
@@ -174,9 +174,6 @@ def default_my_conn(mysql, monkeypatch) -> None:
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", _connection(mysql))
 
 
-def _by_name(toolkit) -> dict:
-    return {t.name: t for t in expand_tools([toolkit])}
-
 
 # -- reading ----------------------------------------------------------------------------------------------------
 
@@ -192,7 +189,7 @@ def test_the_hook_runs_the_driver_asked_for(my_conn):
 
 
 def test_rows_come_back_as_plain_dicts(my_conn, unchanged):
-    sql = _by_name(SQLTool(CONN_ID))["sql"]
+    sql = tools_by_name(SQLTool(CONN_ID))["sql"]
     rows = sql("SELECT o.id, o.total, o.placed, o.receipt, o.note, c.name, c.id "
                "FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id = 2")
     assert rows == [{"id": 2, "total": 2.5, "placed": "2024-03-02", "receipt": "<3 bytes>", "note": None,
@@ -209,7 +206,7 @@ def test_rows_come_back_as_plain_dicts(my_conn, unchanged):
 
 
 def test_rows_over_the_cap_end_with_a_marker(my_conn, unchanged):
-    sql = _by_name(SQLTool(CONN_ID, max_rows=5))["sql"]
+    sql = tools_by_name(SQLTool(CONN_ID, max_rows=5))["sql"]
     rows = sql("SELECT id FROM orders ORDER BY id")
     assert rows[:5] == [{"id": i} for i in range(1, 6)]
     assert len(rows) == 6 and set(rows[5]) == {TRUNCATED_KEY}
@@ -218,7 +215,7 @@ def test_rows_over_the_cap_end_with_a_marker(my_conn, unchanged):
 
 
 def test_list_tables_and_describe(my_conn, unchanged):
-    tools = _by_name(SQLTool(CONN_ID))
+    tools = tools_by_name(SQLTool(CONN_ID))
     assert tools["list_tables"]() == ["audit_log", "customers", "order_totals", "orders", "secret"]
     columns = tools["describe"]("orders")
     assert [c["name"] for c in columns] == ["id", "customer_id", "total", "placed", "receipt", "note"]
@@ -231,11 +228,11 @@ def test_list_tables_and_describe(my_conn, unchanged):
     assert [c["name"] for c in tools["describe"]("order_totals")] == ["customer_id", "total"]
     with pytest.raises(ValueError, match="no table or view named 'nope'; list_tables"):
         tools["describe"]("nope")
-    assert _by_name(SQLTool(CONN_ID, schema=DATABASE))["list_tables"]() == tools["list_tables"]()
+    assert tools_by_name(SQLTool(CONN_ID, schema=DATABASE))["list_tables"]() == tools["list_tables"]()
 
 
 def test_allowed_tables_scope_listing_and_queries(my_conn, unchanged):
-    tools = _by_name(SQLTool(CONN_ID, allowed_tables=["orders", "customers"]))
+    tools = tools_by_name(SQLTool(CONN_ID, allowed_tables=["orders", "customers"]))
     assert tools["list_tables"]() == ["customers", "orders"]
     assert tools["sql"]("SELECT COUNT(*) AS n FROM orders") == [{"n": 25}]
     with pytest.raises(ValueError, match="table 'secret' is not one this SQL tool may use"):
@@ -247,7 +244,7 @@ def test_allowed_tables_scope_listing_and_queries(my_conn, unchanged):
 def test_code_in_mysql_executable_comments_never_runs(my_conn, unchanged):
     """MySQL and MariaDB run what is inside ``/*! ... */``; the tool removes comments before the query
     runs, so the database runs what the check saw (``--1`` too is a comment to the check, not to MySQL)."""
-    tools = _by_name(SQLTool(CONN_ID, allowed_tables=["orders"]))
+    tools = tools_by_name(SQLTool(CONN_ID, allowed_tables=["orders"]))
     assert tools["sql"]("SELECT COUNT(*) AS n FROM orders /*!, (SELECT api_key FROM secret) AS k */") == [
         {"n": 25}]
     assert tools["sql"]("SELECT 1 AS a /*M!100000 , 2 AS b */") == [{"a": 1}]
@@ -258,7 +255,7 @@ def test_code_in_mysql_executable_comments_never_runs(my_conn, unchanged):
 
 
 def test_show_describe_and_explain_read(my_conn, unchanged):
-    sql = _by_name(SQLTool(CONN_ID))["sql"]
+    sql = tools_by_name(SQLTool(CONN_ID))["sql"]
     assert {"Tables_in_shop": "orders"} in sql("SHOW TABLES")
     assert [row["Field"] for row in sql("DESCRIBE customers")] == ["id", "name"]
     assert sql("EXPLAIN SELECT * FROM orders WHERE id = 1")[0]["table"] == "orders"
@@ -266,7 +263,7 @@ def test_show_describe_and_explain_read(my_conn, unchanged):
 
 def test_long_queries_are_stopped_by_the_timeout(my_conn):
     """MariaDB has no MAX_EXECUTION_TIME: the tool sets its max_statement_time instead."""
-    sql = _by_name(SQLTool(CONN_ID, timeout=0.3))["sql"]
+    sql = tools_by_name(SQLTool(CONN_ID, timeout=0.3))["sql"]
     with pytest.raises(ValueError, match="max_statement_time"):
         sql("SELECT COUNT(*) FROM orders a, orders b, orders c, orders d, orders e, orders f WHERE SLEEP(0.01) = 0")
 
@@ -313,7 +310,7 @@ def test_long_queries_are_stopped_by_the_timeout(my_conn):
     ("SELECT LOAD_FILE('/etc/passwd')", "LOAD_FILE() has effects outside the query"),
 ])
 def test_read_only_refuses_every_write_form(my_conn, unchanged, query, message):
-    sql = _by_name(SQLTool(CONN_ID))["sql"]
+    sql = tools_by_name(SQLTool(CONN_ID))["sql"]
     with pytest.raises(ValueError, match=re.escape(message)) as refused:
         sql(query)
     assert type(refused.value) is ValueError
@@ -356,7 +353,7 @@ def test_writes_the_statement_check_cannot_see_are_stopped_by_the_read_only_tran
     tool = SQLTool(CONN_ID)
     assert tool.check(query).text  # the check lets it through: it cannot see into functions
     with pytest.raises(ValueError, match=READ_ONLY_REFUSAL) as stopped:
-        _by_name(tool)["sql"](query)
+        tools_by_name(tool)["sql"](query)
     assert type(stopped.value) is ValueError and CANARY not in str(stopped.value)
 
 
@@ -394,7 +391,7 @@ def test_ddl_and_a_procedure_commit_end_the_read_only_transaction_so_only_the_ch
     assert _state(mysql) == before
     for query in ("CREATE TABLE ddl_probe (a INT)", "CALL commit_then_log()"):
         with pytest.raises(ValueError, match="read-only"):
-            _by_name(tool)["sql"](query)
+            tools_by_name(tool)["sql"](query)
     assert _state(mysql) == before
 
 
@@ -402,7 +399,7 @@ def test_ddl_and_a_procedure_commit_end_the_read_only_transaction_so_only_the_ch
 
 
 def test_write_mode_commits_one_statement(my_conn, mysql):
-    sql = _by_name(SQLTool(CONN_ID, read_only=False))["sql"]
+    sql = tools_by_name(SQLTool(CONN_ID, read_only=False))["sql"]
     try:
         assert sql("INSERT INTO customers VALUES (3, 'initech')") == [{"rows_affected": 1}]
         assert _state(mysql)["customers"] == (3, "acme,globex,initech")
@@ -423,7 +420,7 @@ def test_write_mode_commits_one_statement(my_conn, mysql):
 
 
 def test_the_password_never_appears_in_what_the_tool_returns(my_conn, mysql, monkeypatch):
-    tools = _by_name(SQLTool(CONN_ID))
+    tools = tools_by_name(SQLTool(CONN_ID))
     returned = [tools["sql"]("SELECT current_user() AS who, DATABASE() AS db"),
                 tools["list_tables"](), tools["describe"]("orders")]
     assert returned[0] == [{"who": f"{USER}@%", "db": DATABASE}]
@@ -439,7 +436,7 @@ def test_the_password_never_appears_in_what_the_tool_returns(my_conn, mysql, mon
     monkeypatch.setenv("AIRFLOW_CONN_CODEAGENT_MY_WRONG_PW", _connection(mysql, client, password=wrong))
     monkeypatch.setenv("AIRFLOW_CONN_CODEAGENT_MY_NO_SERVER", _connection(mysql, client, port=1))
     for conn_id in ("codeagent_my_wrong_pw", "codeagent_my_no_server"):
-        bad = _by_name(SQLTool(conn_id))
+        bad = tools_by_name(SQLTool(conn_id))
         for name, args in (("sql", ("SELECT 1",)), ("list_tables", ()), ("describe", ("orders",))):
             with pytest.raises(Exception) as failed:
                 bad[name](*args)
@@ -463,14 +460,7 @@ print(rows, tables, len(columns), refusal)
 
 @pytest.mark.parametrize("sandbox", ["restricted", "isolated"])
 def test_model_code_sees_data_and_the_refusal_but_never_the_password(default_my_conn, unchanged, sandbox):
-    from airflow_codeagent.sandbox.executor import executor_factory
-    from airflow_codeagent.sandbox.policy import DEFAULT_AUTHORIZED_IMPORTS
-
-    tools = expand_tools([SQLTool(CONN_ID)])
-    executor = executor_factory(sandbox)(
-        tools={t.name: t.func for t in tools}, variables={}, authorized_imports=DEFAULT_AUTHORIZED_IMPORTS,
-        step_timeout_s=60, output_limit_chars=100_000, reraise=())
-    try:
+    with sandbox_with(SQLTool(CONN_ID), sandbox=sandbox) as executor:
         observation = executor.run(MODEL_CODE)
         assert observation.error is None, observation.error
         assert "[{'name': 'acme'}, {'name': 'globex'}]" in observation.stdout
@@ -481,5 +471,3 @@ def test_model_code_sees_data_and_the_refusal_but_never_the_password(default_my_
         everything = (repr(executor.variables()) + observation.stdout + repr(observation.tool_calls)
                       + repr(uncaught))
         assert CANARY not in everything
-    finally:
-        executor.close()

@@ -25,9 +25,9 @@ import time
 
 import pytest
 
-from airflow_codeagent.tools.base import expand_tools
 from airflow_codeagent.tools.sql import TRUNCATED_KEY, SQLTool
 from tests.integration.postgres_server import PostgresServer, PostgresUnavailable
+from tests.integration.toolkits import sandbox_with, tools_by_name
 
 CANARY = "canary-pg-pw-5c2e81-DO-NOT-LEAK"
 ROLE = "agent"
@@ -172,9 +172,6 @@ def default_pg_conn(postgres, monkeypatch) -> None:
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", _connection(postgres))
 
 
-def _by_name(toolkit) -> dict:
-    return {t.name: t for t in expand_tools([toolkit])}
-
 
 # -- reading ----------------------------------------------------------------------------------------------------
 
@@ -190,7 +187,7 @@ def test_the_hook_runs_the_driver_asked_for(pg_conn):
 
 
 def test_rows_come_back_as_plain_dicts(pg_conn, unchanged):
-    sql = _by_name(SQLTool(CONN_ID))["sql"]
+    sql = tools_by_name(SQLTool(CONN_ID))["sql"]
     rows = sql("SELECT o.id, o.total, o.placed, o.receipt, o.note, c.name, c.id "
                "FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id = 2")
     assert rows == [{"id": 2, "total": 2.5, "placed": "2024-03-02", "receipt": "<3 bytes>", "note": None,
@@ -220,7 +217,7 @@ def test_rows_are_dicts_of_values_when_the_connection_asks_the_driver_for_dict_r
 
 
 def test_rows_over_the_cap_end_with_a_marker(pg_conn):
-    sql = _by_name(SQLTool(CONN_ID, max_rows=5))["sql"]
+    sql = tools_by_name(SQLTool(CONN_ID, max_rows=5))["sql"]
     rows = sql("SELECT id FROM orders ORDER BY id")
     assert rows[:5] == [{"id": i} for i in range(1, 6)]
     assert len(rows) == 6 and set(rows[5]) == {TRUNCATED_KEY}
@@ -229,7 +226,7 @@ def test_rows_over_the_cap_end_with_a_marker(pg_conn):
 
 
 def test_list_tables_and_describe(pg_conn):
-    tools = _by_name(SQLTool(CONN_ID))
+    tools = tools_by_name(SQLTool(CONN_ID))
     assert tools["list_tables"]() == ["customers", "order_totals", "orders", "secret"]
     columns = tools["describe"]("orders")
     assert [c["name"] for c in columns] == ["id", "customer_id", "total", "placed", "receipt", "note"]
@@ -242,11 +239,11 @@ def test_list_tables_and_describe(pg_conn):
     assert [c["name"] for c in tools["describe"]("order_totals")] == ["customer_id", "total"]
     with pytest.raises(ValueError, match="no table or view named 'nope'; list_tables"):
         tools["describe"]("nope")
-    assert _by_name(SQLTool(CONN_ID, schema="public"))["list_tables"]() == tools["list_tables"]()
+    assert tools_by_name(SQLTool(CONN_ID, schema="public"))["list_tables"]() == tools["list_tables"]()
 
 
 def test_allowed_tables_scope_listing_and_queries(pg_conn):
-    tools = _by_name(SQLTool(CONN_ID, allowed_tables=["orders", "customers"]))
+    tools = tools_by_name(SQLTool(CONN_ID, allowed_tables=["orders", "customers"]))
     assert tools["list_tables"]() == ["customers", "orders"]
     assert tools["sql"]("SELECT COUNT(*) AS n FROM orders") == [{"n": 25}]
     with pytest.raises(ValueError, match="table 'secret' is not one this SQL tool may use"):
@@ -256,7 +253,7 @@ def test_allowed_tables_scope_listing_and_queries(pg_conn):
 
 
 def test_long_queries_are_stopped_by_the_statement_timeout(pg_conn):
-    sql = _by_name(SQLTool(CONN_ID, timeout=0.5))["sql"]
+    sql = tools_by_name(SQLTool(CONN_ID, timeout=0.5))["sql"]
     started = time.monotonic()
     with pytest.raises(ValueError, match="the database refused the query: .*statement timeout"):
         sql("SELECT pg_sleep(10)")
@@ -299,7 +296,7 @@ def test_long_queries_are_stopped_by_the_statement_timeout(pg_conn):
     ("SELECT lo_create(0)", "lo_create() has effects"),
 ])
 def test_read_only_refuses_every_write_form(pg_conn, unchanged, query, message):
-    sql = _by_name(SQLTool(CONN_ID))["sql"]
+    sql = tools_by_name(SQLTool(CONN_ID))["sql"]
     with pytest.raises(ValueError, match=re.escape(message)) as refused:
         sql(query)
     assert type(refused.value) is ValueError
@@ -343,7 +340,7 @@ def test_writes_the_statement_check_cannot_see_are_stopped_by_the_read_only_tran
     assert tool.check(query).text  # the check lets it through: it cannot see into functions
     with pytest.raises(ValueError, match=r"the database refused the query: \w+: cannot execute "
                                          + re.escape(refused) + " in a read-only transaction") as stopped:
-        _by_name(tool)["sql"](query)
+        tools_by_name(tool)["sql"](query)
     assert type(stopped.value) is ValueError and CANARY not in str(stopped.value)
 
 
@@ -379,7 +376,7 @@ def test_the_read_only_transaction_cannot_be_switched_off_from_a_query(pg_conn, 
 
 
 def test_write_mode_commits_one_statement(pg_conn, postgres):
-    sql = _by_name(SQLTool(CONN_ID, read_only=False))["sql"]
+    sql = tools_by_name(SQLTool(CONN_ID, read_only=False))["sql"]
     try:
         assert sql("INSERT INTO customers VALUES (3, 'initech')") == [{"rows_affected": 1}]
         assert _state(postgres)["customers"] == (3, "acme,globex,initech")
@@ -399,7 +396,7 @@ def test_write_mode_commits_one_statement(pg_conn, postgres):
 
 
 def test_the_password_never_appears_in_what_the_tool_returns(pg_conn, postgres, monkeypatch):
-    tools = _by_name(SQLTool(CONN_ID))
+    tools = tools_by_name(SQLTool(CONN_ID))
     returned = [tools["sql"]("SELECT current_user AS who, current_database() AS db"),
                 tools["list_tables"](), tools["describe"]("orders")]
     assert returned[0] == [{"who": ROLE, "db": DATABASE}]
@@ -414,7 +411,7 @@ def test_the_password_never_appears_in_what_the_tool_returns(pg_conn, postgres, 
     monkeypatch.setenv("AIRFLOW_CONN_CODEAGENT_PG_WRONG_PW", _connection(postgres, password=wrong))
     monkeypatch.setenv("AIRFLOW_CONN_CODEAGENT_PG_NO_SERVER", _connection(postgres, port=1))
     for conn_id in ("codeagent_pg_wrong_pw", "codeagent_pg_no_server"):
-        bad = _by_name(SQLTool(conn_id))
+        bad = tools_by_name(SQLTool(conn_id))
         for name, args in (("sql", ("SELECT 1",)), ("list_tables", ()), ("describe", ("orders",))):
             with pytest.raises(Exception) as failed:
                 bad[name](*args)
@@ -438,14 +435,7 @@ print(rows, tables, len(columns), refusal)
 
 @pytest.mark.parametrize("sandbox", ["restricted", "isolated"])
 def test_model_code_sees_data_and_the_refusal_but_never_the_password(default_pg_conn, unchanged, sandbox):
-    from airflow_codeagent.sandbox.executor import executor_factory
-    from airflow_codeagent.sandbox.policy import DEFAULT_AUTHORIZED_IMPORTS
-
-    tools = expand_tools([SQLTool(CONN_ID)])
-    executor = executor_factory(sandbox)(
-        tools={t.name: t.func for t in tools}, variables={}, authorized_imports=DEFAULT_AUTHORIZED_IMPORTS,
-        step_timeout_s=60, output_limit_chars=100_000, reraise=())
-    try:
+    with sandbox_with(SQLTool(CONN_ID), sandbox=sandbox) as executor:
         observation = executor.run(MODEL_CODE)
         assert observation.error is None, observation.error
         assert "[{'name': 'acme'}, {'name': 'globex'}]" in observation.stdout
@@ -456,5 +446,3 @@ def test_model_code_sees_data_and_the_refusal_but_never_the_password(default_pg_
         everything = (repr(executor.variables()) + observation.stdout + repr(observation.tool_calls)
                       + repr(uncaught))
         assert CANARY not in everything
-    finally:
-        executor.close()
