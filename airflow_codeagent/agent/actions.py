@@ -26,6 +26,7 @@ class CodeAction:
 class ParseFailure:
     thought: str
     message: str
+    prose_only: bool = False  # text with no attempt at an action: often an answer given in prose
 
 
 def _thought_before(text: str, end: int) -> str:
@@ -146,7 +147,9 @@ def parse_code_action(text: str) -> CodeAction | ParseFailure:
     elif not text.strip():
         message = "Your reply was empty."
     else:
-        message = "Your reply had no code block, so nothing was executed."
+        return ParseFailure(_thought_before(text, len(text)),
+                            f"Your reply had no code block, so nothing was executed.\n{EXPECTED_FORMAT}",
+                            prose_only=True)
     return ParseFailure(_thought_before(text, len(text)), f"{message}\n{EXPECTED_FORMAT}")
 
 
@@ -206,7 +209,7 @@ def parse_tool_call(text: str, native_calls: tuple[dict[str, str], ...] = ()) ->
     data = _first_json_object(text)
     if data is None:
         message = "Your reply was empty." if not text.strip() else "Your reply had no JSON object."
-        return ParseFailure(text.strip(), f"{message}\n{EXPECTED_TOOL_CALL}")
+        return ParseFailure(text.strip(), f"{message}\n{EXPECTED_TOOL_CALL}", prose_only=bool(text.strip()))
     name = data.get("tool") or data.get("name") or data.get("action")
     arguments = data.get("arguments", data.get("action_input", data.get("args", {})))
     if not isinstance(name, str) or not name:
@@ -223,7 +226,8 @@ def parse_json_code(text: str) -> CodeAction | ParseFailure:
     if data is None or not isinstance(data.get("code"), str):
         return ParseFailure(text.strip(), 'Reply with one JSON object and nothing else: '
                                           '{"thought": "<one sentence>", "code": "<python code>"}. '
-                                          "Call final_answer(result) in the code when you are done.")
+                                          "Call final_answer(result) in the code when you are done.",
+                            prose_only=data is None and bool(text.strip()))
     code = data["code"].strip("\n")
     thought = data.get("thought")
     if not code.strip() or _is_only_comments(code):

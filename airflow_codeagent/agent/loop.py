@@ -364,8 +364,9 @@ class _Run:
                 text = self._call_tool(step, action)
                 self.memory.add_step(index, acted, text, tool_call=_native_call(action))
             else:
-                step.error = ExecutionError("ParseError", action.message, "").to_dict()
-                self.memory.add_step(index, acted, f"Error: {action.message}")
+                message = self._parse_feedback(action)
+                step.error = ExecutionError("ParseError", message, "").to_dict()
+                self.memory.add_step(index, acted, f"Error: {message}")
             self._finish_step(step)
             failure = _Failure.of(index, completion, action, step.error)
             if failure is not None:
@@ -381,6 +382,17 @@ class _Run:
             if self._run_deadline_passed():
                 return RunStatus.TIMEOUT, f"the run's {self.agent.max_run_seconds:g} s time limit was reached"
         return RunStatus.MAX_STEPS, f"no final answer after {self.agent.max_steps} steps"
+
+    def _parse_feedback(self, failure: ParseFailure) -> str:
+        """What the model is told about a reply that held no usable action."""
+        steps = self.trace.steps
+        if failure.prose_only and steps and steps[-1].kind is StepKind.ACTION and steps[-1].error is None:
+            # Small models answer a good observation in prose, and the general format
+            # reminder sends them back to the tools; name the one way to finish instead.
+            mode = self.agent.mode
+            return (f"Your reply had no {mode.action_noun}, so nothing was executed. If you already "
+                    f"have the answer, do not explore further: {mode.final_answer_how()}")
+        return failure.message
 
     def _run_deadline_passed(self) -> bool:
         left = self._time_left()
@@ -405,7 +417,7 @@ class _Run:
                 break
             step.rejected_outputs.append(completion.text)
             messages = [*messages, {"role": "assistant", "content": completion.text},
-                        {"role": "user", "content": f"Error: {action.message}"}]
+                        {"role": "user", "content": f"Error: {self._parse_feedback(action)}"}]
             completion = self._call_model(messages, step, deadline, f"{slot}.retry{attempt}")
             action = self.agent.mode.parse(completion)
         repeated = (failures or {}).get(_action_key(completion, action))

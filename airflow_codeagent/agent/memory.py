@@ -18,8 +18,11 @@ from airflow_codeagent.sandbox.observation import Observation
 _CUT_HINT = "print a slice or a summary to see that part"
 
 
-_REPEATED = ("Note: this code is identical to your previous step's, so it gave the same result. "
-             "Change your approach.")
+_REPEATED_FAILURE = ("Note: this code is identical to your previous step's, so it failed the same way. "
+                     "Change your approach.")
+# Told "change your approach" after a repeat that worked, a small model drops a right result.
+_REPEATED_SUCCESS = ("Note: this code is identical to your previous step's, so it gave the same result. "
+                     "If that result answers the task, pass it to final_answer now.")
 
 
 def format_observation(observation: Observation, limit_chars: int, *, repeated: bool = False) -> str:
@@ -40,7 +43,9 @@ def format_observation(observation: Observation, limit_chars: int, *, repeated: 
     if not parts:
         parts.append("The code ran and printed nothing. Use print() to see values.")
     text = truncate_middle("\n".join(parts), limit_chars, _CUT_HINT)
-    return "Observation:\n" + (f"{text}\n{_REPEATED}" if repeated else text)
+    if repeated:
+        text += "\n" + (_REPEATED_FAILURE if observation.error is not None else _REPEATED_SUCCESS)
+    return "Observation:\n" + text
 
 
 @dataclass(frozen=True)

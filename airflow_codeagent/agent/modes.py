@@ -45,9 +45,12 @@ class CodeMode:
     """Code actions; ``code_format="json"`` asks for {"thought", "code"} with structured output."""
 
     name = "code"
+    action_noun = "code block"
 
     def __init__(self, model: LiteLLMModel, code_format: str) -> None:
         self.code_format = code_format
+        if code_format == "json":
+            self.action_noun = "JSON object with code"
         self.structured = code_format == "json" and model.supports("response_schema")
 
     def system_prompt(self, tools: Sequence[Tool], inputs: Mapping[str, str],
@@ -64,14 +67,18 @@ class CodeMode:
 
     def final_answer_how(self) -> str:
         if self.code_format == "json":
-            return 'reply with {"thought": "...", "code": "final_answer(...)"}.'
-        return "reply with one short ```python code block that calls final_answer(...)."
+            return ('reply with {"thought": "...", "code": "final_answer(...)"}, passing the variable '
+                    "that holds the answer if there is one.")
+        # Passing the variable, not a retyped value: small models "tidy" what they copy.
+        return ("reply with one short ```python code block that calls final_answer(...), passing the "
+                "variable that holds the answer if there is one.")
 
 
 class JsonMode:
     """One tool call per step; native tool calling where litellm says the model has it."""
 
     name = "json"
+    action_noun = "tool call"
 
     def __init__(self, model: LiteLLMModel, tools: Sequence[Tool]) -> None:
         self.native = model.supports("function_calling")

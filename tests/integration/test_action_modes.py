@@ -119,6 +119,17 @@ def test_parse_retries_re_ask_within_the_step_and_keep_every_reply(llm_server):
     assert run.trace["totals"]["llm_calls"] == 2
 
 
+def test_json_mode_prose_after_a_tool_result_is_told_to_call_final_answer(llm_server):
+    server = llm_server([call("get_rate", currency="USD"), "The rate is 0.9.",
+                         call("final_answer", answer=0.9)])
+    run = agent(server, action_mode="json", parse_retries=1).run("Rate of USD")
+
+    assert run.status is RunStatus.FINAL_ANSWER and len(run.trace["steps"]) == 2
+    feedback = server.requests[2].messages[-1]["content"]
+    assert feedback.startswith("Error: Your reply had no tool call, so nothing was executed.")
+    assert 'do not explore further: call the tool final_answer with {"answer": <value>}' in feedback
+
+
 def test_json_mode_refuses_a_code_format():
     with pytest.raises(ValueError, match='code_format applies to action_mode="code" only'):
         CodeAgent("openai/x", action_mode="json", code_format="json")

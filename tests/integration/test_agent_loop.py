@@ -116,6 +116,28 @@ def test_reply_without_code_is_a_parse_error_step_then_recovery(llm_server):
     assert run.trace["totals"]["steps"] == 2  # the parse error counted as a step
 
 
+def test_prose_after_a_good_observation_is_told_how_to_finish(llm_server):
+    # The commonest small-model failure: the right value printed, then a prose answer.
+    server = llm_server([code("print(get_rate('USD'))"), "The rate of USD is 0.9.",
+                         code("final_answer(0.9)")])
+    run = make_agent(server).run("Rate of USD")
+
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == 0.9
+    feedback = server.requests[2].messages[-1]["content"]
+    assert "no code block" in feedback
+    assert "If you already have the answer, do not explore further: reply with one short ```python code block" \
+        in feedback
+    assert "If you already have the answer" in run.trace["steps"][1]["error"]["message"]
+
+
+def test_prose_after_a_failed_step_gets_no_finish_hint(llm_server):
+    server = llm_server([code("1 / 0"), "Division by zero is undefined.", code("final_answer(0)")])
+    make_agent(server).run("One")
+
+    feedback = server.requests[2].messages[-1]["content"]
+    assert "no code block" in feedback and "If you already have the answer" not in feedback
+
+
 def test_model_code_error_comes_back_with_trimmed_traceback_and_is_fixed(llm_server):
     server = llm_server([
         code("def ratio(a, b):\n    return a / b\nvalues = [ratio(10, n) for n in [5, 0]]"),
@@ -597,7 +619,8 @@ def test_repeat_temperature_none_runs_the_repeat_as_sent(llm_server):
     assert [s["error"]["type"] if s["error"] else None for s in run.trace["steps"]] == \
         ["ZeroDivisionError", "ZeroDivisionError", None]
     assert all("temperature" not in r.body for r in server.requests)
-    assert "identical to your previous step" in server.requests[2].messages[-1]["content"]
+    note = server.requests[2].messages[-1]["content"]
+    assert "identical to your previous step" in note and "Change your approach" in note
 
 
 def test_code_that_succeeded_may_be_repeated_without_a_resample(llm_server):
@@ -606,6 +629,10 @@ def test_code_that_succeeded_may_be_repeated_without_a_resample(llm_server):
 
     assert run.status is RunStatus.FINAL_ANSWER and len(server.requests) == 3
     assert all(not s["rejected_outputs"] for s in run.trace["steps"])
+    # "change your approach" after a repeat that worked made small models drop a right result
+    note = server.requests[2].messages[-1]["content"]
+    assert "identical to your previous step" in note and "pass it to final_answer now" in note
+    assert "Change your approach" not in note
 
 
 @pytest.mark.parametrize("value", [-0.1, 2.5, "hot", True])
