@@ -81,7 +81,10 @@ def main() -> int:
     configure(home, warehouse, args)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
 
-    from airflow.dag_processing.dagbag import DagBag
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.1
+        from airflow.models.dagbag import DagBag
 
     from airflow_codeagent.testing.approvals import ApprovalResponder, api_client
 

@@ -40,11 +40,9 @@ def airflow_db():
 
 @pytest.fixture(scope="session")
 def test_dags(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
+    from tests.integration.airflow_env import TEST_DAGS, dag_bag
 
-    from tests.integration.airflow_env import TEST_DAGS
-
-    bag = DagBag(str(TEST_DAGS))
+    bag = dag_bag(TEST_DAGS)
     assert not bag.import_errors, bag.import_errors
     return bag
 

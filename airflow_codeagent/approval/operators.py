@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseOperator, Param, TaskGroup
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException
 
 from airflow_codeagent.agent.replay import InMemoryJournalStore
 from airflow_codeagent.approval.apply import apply_intents, resolve_tools

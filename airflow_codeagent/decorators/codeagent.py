@@ -36,7 +36,7 @@ class _CodeAgentDecoratedOperator(DecoratedOperator, CodeAgentOperator):
                          prompt=SET_DURING_EXECUTION, **kwargs)
 
     def execute(self, context: Context) -> Any:
-        from airflow.sdk.bases.decorator import determine_kwargs
+        from airflow.providers.common.compat.sdk import determine_kwargs
 
         arguments = self._arguments()
         context_merge(context, self.op_kwargs)

@@ -11,11 +11,12 @@ import json
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from airflow.providers.common.compat.sdk import AirflowException, AirflowTaskTimeout
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowTaskTerminated, AirflowTaskTimeout
 
 from airflow_codeagent.agent.loop import AgentRun, CodeAgent, check_limits
 from airflow_codeagent.agent.trace import RunStatus, fit_to_size
+from airflow_codeagent.airflow_compat import AirflowTaskTerminated, native_template_env
 from airflow_codeagent.hooks.litellm import LiteLLMHook
 from airflow_codeagent.models.retry import RetryPolicy
 from airflow_codeagent.operators.journal import journal_for
@@ -158,8 +159,12 @@ class CodeAgentOperator(BaseOperator):
         finally:
             self._rendering_native = False
 
-    def _should_render_native(self, dag: Any = None) -> bool:
-        return getattr(self, "_rendering_native", False) or super()._should_render_native(dag)
+    def _render(self, template: jinja2.Template, context: Context, dag: Any = None) -> Any:
+        if getattr(self, "_rendering_native", False):
+            from airflow.sdk.definitions.context import render_template_as_native
+
+            return render_template_as_native(template, context)
+        return super()._render(template, context, dag=dag)
 
     # -- execution ----------------------------------------------------------
 
@@ -296,17 +301,4 @@ def _native_env(task: BaseOperator, jinja_env: jinja2.Environment) -> jinja2.Env
 
     if isinstance(jinja_env, NativeEnvironment):
         return jinja_env
-    from airflow.sdk.definitions._internal.templater import create_template_env
-
-    dag = task.get_dag() if hasattr(task, "get_dag") else getattr(task, "dag", None)
-    if dag is None:
-        return create_template_env(native=True)
-    searchpath = [dag.folder, *(dag.template_searchpath or [])] if dag.folder else None
-    return create_template_env(
-        native=True,
-        searchpath=searchpath,
-        template_undefined=dag.template_undefined,
-        jinja_environment_kwargs=dag.jinja_environment_kwargs,
-        user_defined_macros=dag.user_defined_macros,
-        user_defined_filters=dag.user_defined_filters,
-    )
+    return native_template_env(task.get_dag() if hasattr(task, "get_dag") else getattr(task, "dag", None))

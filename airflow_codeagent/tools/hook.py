@@ -224,14 +224,15 @@ class HookToolkit:
 
 def _hook_class_of_connection(conn_id: str) -> type:
     from airflow.sdk import BaseHook
-    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+    from airflow_codeagent.airflow_compat import hook_class_name
 
     conn_type = BaseHook.get_connection(conn_id).conn_type
-    info = ProvidersManagerTaskRuntime().hooks.get(conn_type)
-    if info is None:
+    class_name = hook_class_name(conn_type)
+    if class_name is None:
         raise HookToolError(f"no installed provider has a hook for connection type {conn_type!r} (connection "
                             f"{conn_id!r}); install it or pass hook_class=")
-    return _import_string(info.hook_class_name)
+    return _import_string(class_name)
 
 
 def _import_string(path: str) -> Any:

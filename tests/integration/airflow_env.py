@@ -10,6 +10,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_DAGS = Path(__file__).resolve().parent / "dags"
@@ -32,3 +33,12 @@ def configure() -> Path:
     os.environ["CODEAGENT_REPORT_DIR"] = str(home / "reports")
     os.environ["CODEAGENT_REPLAY_DIR"] = str(home / "replay")
     return home
+
+
+def dag_bag(path: Path) -> Any:
+    """The DAGs under ``path``; DagBag moved to airflow.dag_processing in Airflow 3.2."""
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.1
+        from airflow.models.dagbag import DagBag
+    return DagBag(str(path))

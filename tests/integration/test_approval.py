@@ -315,11 +315,9 @@ def test_agent_run_stages_side_effects_in_either_sandbox(llm_server, shop_db, sa
 
 
 def test_example_dag_is_agent_approval_apply(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
+    from tests.integration.airflow_env import EXAMPLE_DAGS, dag_bag
 
-    from tests.integration.airflow_env import EXAMPLE_DAGS
-
-    bag = DagBag(str(EXAMPLE_DAGS / "data_quality_fix.py"))
+    bag = dag_bag(EXAMPLE_DAGS / "data_quality_fix.py")
     assert bag.import_errors == {}
     dag = bag.get_dag("codeagent_data_quality_fix")
     assert dag.get_task("fix_quality.agent").downstream_task_ids == {"fix_quality.approval"}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pendulum
 import pytest
 
-from tests.integration.airflow_env import EXAMPLE_DAGS
+from tests.integration.airflow_env import EXAMPLE_DAGS, dag_bag
 from tests.integration.model_connection import scripted_model_connection
 
 pytestmark = pytest.mark.integration
@@ -16,9 +16,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def example_dags(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(str(EXAMPLE_DAGS))
+    return dag_bag(EXAMPLE_DAGS)
 
 
 def test_every_example_dag_parses(example_dags):

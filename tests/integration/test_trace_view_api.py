@@ -43,11 +43,23 @@ def ensure_plugin_registered() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "codeagent_trace_view.py").write_text(
             "from airflow_codeagent.plugins import CodeAgentPlugin  # noqa: F401\n")
-    for cached in ("_get_plugins", "_get_ui_plugins", "get_fastapi_plugins", "get_flask_plugins",
-                   "_get_extra_operators_links_plugins"):
-        getattr(plugins_manager, cached).cache_clear()
-    names = [p.name for p in plugins_manager._get_plugins()[0]]
-    assert "codeagent" in names, (names, plugins_manager._get_plugins()[1])
+    if hasattr(plugins_manager, "_get_plugins"):  # Airflow 3.2+: cached functions
+        for cached in ("_get_plugins", "_get_ui_plugins", "get_fastapi_plugins", "get_flask_plugins",
+                       "_get_extra_operators_links_plugins"):
+            getattr(plugins_manager, cached).cache_clear()
+        names = [p.name for p in plugins_manager._get_plugins()[0]]
+        errors = plugins_manager._get_plugins()[1]
+    else:  # Airflow 3.1: module globals, None until loaded
+        for loaded in ("plugins", "external_views", "react_apps", "fastapi_apps", "fastapi_root_middlewares",
+                       "flask_blueprints", "flask_appbuilder_views", "flask_appbuilder_menu_links",
+                       "global_operator_extra_links", "operator_extra_links",
+                       "registered_operator_link_classes"):
+            setattr(plugins_manager, loaded, None)
+        plugins_manager.loaded_plugins.clear()  # names registered before are skipped otherwise
+        plugins_manager.ensure_plugins_loaded()
+        names = [p.name for p in plugins_manager.plugins]
+        errors = plugins_manager.import_errors
+    assert "codeagent" in names, (names, errors)
 
 
 @pytest.fixture(scope="module")
