@@ -16,6 +16,7 @@ from airflow_codeagent.sandbox.restricting import ModelCodeTransformer
 TICK_NAME = "_tick_"
 EXCEPT_TICK_NAME = "_except_tick_"
 RESULT_NAME = "_result_"
+FINAL_ANSWER_NAME = "final_answer"
 
 
 class RestrictedSyntaxError(Exception):
@@ -66,6 +67,20 @@ class _Instrumenter(ast.NodeTransformer):
         return node
 
 
+def _trailing_return_to_final_answer(tree: ast.Module) -> None:
+    """``return value`` as the last top-level line means "this is my answer": read it so.
+
+    Models (small ones above all, and any task that says "return a dict") end a
+    step that way; as a SyntaxError it cost them every remaining step. Only a
+    trailing return with a value is read so; its value is then restricted like
+    any other code, because this runs before the policy transformer.
+    """
+    if tree.body and isinstance(tree.body[-1], ast.Return) and tree.body[-1].value is not None:
+        last = tree.body[-1]
+        call = ast.Call(func=ast.Name(FINAL_ANSWER_NAME, ast.Load()), args=[last.value], keywords=[])
+        tree.body[-1] = ast.copy_location(ast.Expr(call), last)
+
+
 def _capture_trailing_expression(tree: ast.Module) -> None:
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = tree.body[-1]
@@ -112,6 +127,7 @@ def compile_model_code(source: str, filename: str, protected: frozenset[str] = f
     """
     try:
         tree = ast.parse(source, filename, "exec")
+        _trailing_return_to_final_answer(tree)
         errors: list[str] = _rebinds(tree, protected)
         warnings: list[str] = []
         ModelCodeTransformer(errors, warnings, {}).visit(tree)

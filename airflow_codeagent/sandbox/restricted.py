@@ -24,6 +24,7 @@ from airflow_codeagent.sandbox.clock import StepClock, StepInterrupted
 from airflow_codeagent.sandbox.hints import name_error_hint
 from airflow_codeagent.sandbox.instrument import (
     EXCEPT_TICK_NAME,
+    FINAL_ANSWER_NAME,
     RESULT_NAME,
     TICK_NAME,
     CompiledCode,
@@ -40,7 +41,6 @@ from airflow_codeagent.sandbox.policy import (
     restricted_globals,
 )
 
-FINAL_ANSWER_NAME = "final_answer"
 _MAX_TRACEBACK_FRAMES = 8
 _MAX_ARGUMENT_REPR = 200
 _MAX_MESSAGE_CHARS = 10_000  # an error message is model-controlled text, like stdout

@@ -130,6 +130,15 @@ def test_prose_after_a_good_observation_is_told_how_to_finish(llm_server):
     assert "If you already have the answer" in run.trace["steps"][1]["error"]["message"]
 
 
+def test_a_trailing_return_ends_the_run_with_its_value(llm_server):
+    server = llm_server([code("rate = get_rate('USD')\nreturn {'USD': rate}")])
+    run = make_agent(server).run("Return the USD rate as a dict")
+
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == {"USD": 0.9}
+    assert run.trace["steps"][0]["code"].endswith("return {'USD': rate}")  # the reviewer sees what ran
+    assert len(server.requests) == 1
+
+
 def test_prose_after_a_failed_step_gets_no_finish_hint(llm_server):
     server = llm_server([code("1 / 0"), "Division by zero is undefined.", code("final_answer(0)")])
     make_agent(server).run("One")

@@ -952,8 +952,9 @@ def test_model_code_cannot_run_in_the_host_between_steps():
 
 
 @pytest.mark.parametrize("code", [
-    "return 1",
-    "x = 1\nreturn x",
+    "return",
+    "if True:\n    return 1",
+    "return 1\nx = 2",
     "yield 5",
     "for i in range(3):\n    pass\nbreak",
     "continue",
@@ -970,6 +971,27 @@ def test_code_only_the_compiler_rejects_is_an_observation_and_keeps_state(code):
     assert obs.error is not None and obs.error.type == "SyntaxError", obs.error
     assert "line" in obs.error.message
     assert run(ex, "kept + 1").value_repr == "42"
+
+
+def test_a_trailing_top_level_return_is_the_final_answer():
+    """Models end with ``return value`` (the example DAG's task says "return a dict"); as a
+    SyntaxError the local model repeated it to the step cap."""
+    ex = make_executor()
+    obs = run(ex, "counts = {'negative': 2}\nreturn {**counts, 'bad_status': 2}")
+    assert obs.error is None and obs.final_answer_called
+    assert obs.final_answer == {"negative": 2, "bad_status": 2}
+
+
+@pytest.mark.parametrize("code", [
+    "return ().__class__.__mro__[1].__subclasses__()",
+    "return getattr(print, '__self__')",
+    "return [c for c in ().__class__.__base__.__subclasses__()]",
+])
+def test_a_trailing_return_value_is_restricted_like_any_code(code):
+    ex = make_executor()
+    obs = run(ex, code)
+    assert not obs.final_answer_called
+    assert obs.error is not None and obs.error.type in ("SyntaxError", "AttributeError", "NameError"), obs.error
 
 
 @pytest.mark.parametrize("code", ["x = " + "-" * 400 + "1", "-" * 3000, "(" * 5000 + ")" * 5000, "-" * 100_000])
