@@ -57,7 +57,7 @@ deselects_for() {  # MINOR -> pytest node ids left out on that minor, one a line
   esac
 }
 
-TESTS=(tests/integration/test_airflow_operator.py tests/integration/test_approval.py
+TESTS=(tests/unit/test_airflow_compat.py tests/integration/test_airflow_operator.py tests/integration/test_approval.py
        tests/integration/test_example_dags.py tests/integration/test_connection_tools.py
        tests/integration/test_trace_view_api.py tests/integration/test_trace_view_fab.py)
 if [ -x "${CODEAGENT_CHROMIUM:-/usr/bin/chromium}" ] && [ -x "${CODEAGENT_CHROMEDRIVER:-/usr/bin/chromedriver}" ]; then
