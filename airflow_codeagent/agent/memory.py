@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_codeagent.agent.truncation import truncate_middle
-from airflow_codeagent.sandbox.observation import Observation
+from airflow_codeagent.sandbox.observation import Observation, ToolCall
 
 _CUT_HINT = "print a slice or a summary to see that part"
 
@@ -23,6 +23,19 @@ _REPEATED_FAILURE = ("Note: this code is identical to your previous step's, so i
 # Told "change your approach" after a repeat that worked, a small model drops a right result.
 _REPEATED_SUCCESS = ("Note: this code is identical to your previous step's, so it gave the same result. "
                      "If that result answers the task, pass it to final_answer now.")
+
+
+_MAX_CALL_CHARS = 300
+
+
+def _raising_tool_call(observation: Observation) -> ToolCall | None:
+    """The tool call the step's error came from, if it came from one: the last call, failed alike."""
+    error = observation.error
+    if error is None or not observation.tool_calls:
+        return None
+    last = observation.tool_calls[-1]
+    raised = f"{error.type}: {error.message}"
+    return last if last.error == raised else None
 
 
 def format_observation(observation: Observation, limit_chars: int, *, repeated: bool = False) -> str:
@@ -35,6 +48,13 @@ def format_observation(observation: Observation, limit_chars: int, *, repeated: 
     if observation.error is not None:
         error = observation.error
         text = f"Error: {error.type}: {error.message}"
+        failed_call = _raising_tool_call(observation)
+        if failed_call is not None:
+            # The traceback stops at the model's line; without the call, a small model does not
+            # see that it passed a whole record where the tool wanted one field of it.
+            text += (f"\nIt was raised by the tool call {failed_call.name}"
+                     f"({truncate_middle(failed_call.arguments, _MAX_CALL_CHARS, 'cut')}): "
+                     "check these arguments against the tool's signature.")
         if error.traceback:
             text += f"\nTraceback (your code, most recent call last):\n{error.traceback}"
         text += ("\nVariables from earlier steps and from lines before the error still exist. "

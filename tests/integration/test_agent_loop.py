@@ -139,6 +139,30 @@ def test_a_trailing_return_ends_the_run_with_its_value(llm_server):
     assert len(server.requests) == 1
 
 
+@pytest.mark.parametrize("sandbox", ["restricted", "isolated"])
+def test_an_error_raised_by_a_tool_names_the_call_that_raised_it(llm_server, sandbox):
+    # The traceback ends at the model's own line; the local model passed whole records as ids
+    # for eight steps without seeing it.
+    rows = "[{'currency': 'USD', 'amount': 10}]"
+    server = llm_server([code(f"rows = {rows}\ntotal = sum(get_rate(r) for r in rows)"),
+                         code("final_answer(get_rate(rows[0]['currency']))")])
+    run = make_agent(server, sandbox=sandbox).run("Rate")
+
+    observation = server.requests[1].messages[-1]["content"]
+    assert "Error: TypeError: unhashable type: 'dict'" in observation
+    assert ("It was raised by the tool call get_rate({'currency': 'USD', 'amount': 10}): check these "
+            "arguments against the tool's signature.") in observation
+    assert run.answer == 0.9
+
+
+def test_an_error_in_model_code_after_a_good_tool_call_names_no_tool(llm_server):
+    server = llm_server([code("rate = get_rate('USD')\nrate / 0"), code("final_answer(1)")])
+    make_agent(server).run("Rate")
+
+    observation = server.requests[1].messages[-1]["content"]
+    assert "ZeroDivisionError" in observation and "raised by the tool call" not in observation
+
+
 def test_prose_after_a_failed_step_gets_no_finish_hint(llm_server):
     server = llm_server([code("1 / 0"), "Division by zero is undefined.", code("final_answer(0)")])
     make_agent(server).run("One")
