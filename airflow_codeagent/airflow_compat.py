@@ -22,14 +22,15 @@ __all__ = ["AirflowTaskTerminated", "hook_class_name", "native_template_env"]
 
 def hook_class_name(conn_type: str) -> str | None:
     """The dotted hook class an installed provider registers for ``conn_type``, if any."""
+    hooks: Any
     try:  # Airflow 3.2+: the task runtime's own registry, no core import in the worker
         from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
-
-        hooks: Any = ProvidersManagerTaskRuntime().hooks
     except ImportError:  # Airflow 3.1
         from airflow.providers_manager import ProvidersManager
 
         hooks = ProvidersManager().hooks
+    else:
+        hooks = ProvidersManagerTaskRuntime().hooks
     info = hooks.get(conn_type)
     return None if info is None else info.hook_class_name
 

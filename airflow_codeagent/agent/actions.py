@@ -141,16 +141,15 @@ def parse_code_action(text: str) -> CodeAction | ParseFailure:
                             f"Your code block held only comments, so nothing was done.\n{EXPECTED_FORMAT}")
     if blocks:
         return CodeAction(_thought_before(text, first_start or 0), "\n\n".join(blocks))
+    prose_only = not other_labels and bool(text.strip())
     if other_labels:
         message = (f"Your reply had a ```{other_labels[0]} block but no Python code block. "
                    "Only Python code is executed.")
     elif not text.strip():
         message = "Your reply was empty."
     else:
-        return ParseFailure(_thought_before(text, len(text)),
-                            f"Your reply had no code block, so nothing was executed.\n{EXPECTED_FORMAT}",
-                            prose_only=True)
-    return ParseFailure(_thought_before(text, len(text)), f"{message}\n{EXPECTED_FORMAT}")
+        message = "Your reply had no code block, so nothing was executed."
+    return ParseFailure(_thought_before(text, len(text)), f"{message}\n{EXPECTED_FORMAT}", prose_only)
 
 
 # -- JSON tool-call mode -------------------------------------------------------------

@@ -338,6 +338,7 @@ class _Run:
 
     def _loop(self) -> tuple[RunStatus, str | None]:
         previous_code: str | None = None
+        previous_failed = False
         failures: dict[str, _Failure] = {}  # every failed action so far, to recognise A, B, A, B too
         for index in range(1, self.agent.max_steps + 1):
             if self.agent.cancel_requested:
@@ -356,10 +357,10 @@ class _Run:
             step.thought = action.thought or None
             acted = acted_text(completion.text)  # what the model imagined after its action is dropped
             if isinstance(action, CodeAction):
-                repeated = action.code == previous_code
+                repeat_of_failed = previous_failed if action.code == previous_code else None
                 observation = self._execute(step, action.code, self._time_left())
-                self.memory.add_observation(index, acted, observation, repeated=repeated)
-                previous_code = action.code
+                self.memory.add_observation(index, acted, observation, repeat_of_failed=repeat_of_failed)
+                previous_code, previous_failed = action.code, observation.error is not None
             elif isinstance(action, ToolCallAction):
                 text = self._call_tool(step, action)
                 self.memory.add_step(index, acted, text, tool_call=_native_call(action))

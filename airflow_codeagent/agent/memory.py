@@ -20,6 +20,8 @@ _CUT_HINT = "print a slice or a summary to see that part"
 
 _REPEATED_FAILURE = ("Note: this code is identical to your previous step's, so it failed the same way. "
                      "Change your approach.")
+_REPEATED_OTHER_OUTCOME = ("Note: this code is identical to your previous step's, yet its outcome "
+                           "differs: something it depends on changed.")
 # Told "change your approach" after a repeat that worked, a small model drops a right result.
 _REPEATED_SUCCESS = ("Note: this code is identical to your previous step's, so it gave the same result. "
                      "If that result answers the task, pass it to final_answer now.")
@@ -38,8 +40,12 @@ def _raising_tool_call(observation: Observation) -> ToolCall | None:
     return last if last.error == raised else None
 
 
-def format_observation(observation: Observation, limit_chars: int, *, repeated: bool = False) -> str:
-    """The observation as the model reads it: output, value, or the error to fix."""
+def format_observation(observation: Observation, limit_chars: int, *,
+                       repeat_of_failed: bool | None = None) -> str:
+    """The observation as the model reads it: output, value, or the error to fix.
+
+    ``repeat_of_failed`` is set when the code is the previous step's again: whether that step failed.
+    """
     parts: list[str] = []
     if observation.stdout:
         parts.append(observation.stdout.rstrip("\n"))
@@ -52,9 +58,10 @@ def format_observation(observation: Observation, limit_chars: int, *, repeated: 
         if failed_call is not None:
             # The traceback stops at the model's line; without the call, a small model does not
             # see that it passed a whole record where the tool wanted one field of it.
-            text += (f"\nIt was raised by the tool call {failed_call.name}"
-                     f"({truncate_middle(failed_call.arguments, _MAX_CALL_CHARS, 'cut')}): "
-                     "check these arguments against the tool's signature.")
+            text += (f"\nIt was raised inside the tool call {failed_call.name}"
+                     f"({truncate_middle(failed_call.arguments, _MAX_CALL_CHARS)})")
+            text += (": check these arguments against the tool's signature." if error.type == "TypeError"
+                     else ".")
         if error.traceback:
             text += f"\nTraceback (your code, most recent call last):\n{error.traceback}"
         text += ("\nVariables from earlier steps and from lines before the error still exist. "
@@ -63,8 +70,12 @@ def format_observation(observation: Observation, limit_chars: int, *, repeated: 
     if not parts:
         parts.append("The code ran and printed nothing. Use print() to see values.")
     text = truncate_middle("\n".join(parts), limit_chars, _CUT_HINT)
-    if repeated:
-        text += "\n" + (_REPEATED_FAILURE if observation.error is not None else _REPEATED_SUCCESS)
+    if repeat_of_failed is not None:
+        failed = observation.error is not None
+        if failed == repeat_of_failed:
+            text += "\n" + (_REPEATED_FAILURE if failed else _REPEATED_SUCCESS)
+        else:  # the same code, another outcome: state changed between the steps
+            text += "\n" + _REPEATED_OTHER_OUTCOME
     return "Observation:\n" + text
 
 
@@ -118,8 +129,8 @@ class Memory:
         self.turns.append(Turn(step, model_output, observation_text, tool_call))
 
     def add_observation(self, step: int, model_output: str, observation: Observation, *,
-                        repeated: bool = False) -> str:
-        text = format_observation(observation, self.max_observation_chars, repeated=repeated)
+                        repeat_of_failed: bool | None = None) -> str:
+        text = format_observation(observation, self.max_observation_chars, repeat_of_failed=repeat_of_failed)
         self.add_step(step, model_output, text)
         return text
 

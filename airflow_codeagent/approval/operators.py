@@ -22,14 +22,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseOperator, Param, TaskGroup
-from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException
 
 from airflow_codeagent.agent.replay import InMemoryJournalStore
 from airflow_codeagent.approval.apply import apply_intents, resolve_tools
 from airflow_codeagent.approval.intents import INTENTS_XCOM_KEY, intents_digest, render_markdown
 from airflow_codeagent.operators.codeagent import CodeAgentOperator
+from airflow_codeagent.operators.journal import durable_store_for
 from airflow_codeagent.tools.base import Tool, Toolkit
 
 if TYPE_CHECKING:
@@ -135,10 +136,12 @@ class ApplyIntentsOperator(BaseOperator):
 
     ui_color = "#e8f5e9"
 
-    def __init__(self, *, tools: Iterable[ToolItem], approval_task_id: str, **kwargs: Any) -> None:
+    def __init__(self, *, tools: Iterable[ToolItem], approval_task_id: str,
+                 replay_storage: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.tools = list(tools)
         self.approval_task_id = approval_task_id
+        self.replay_storage = replay_storage
 
     def execute(self, context: Context) -> Any:
         ti = context["ti"]
@@ -146,9 +149,10 @@ class ApplyIntentsOperator(BaseOperator):
         if not decision or decision.get("decision") != "approved":
             raise AirflowSkipException(f"{self.approval_task_id} approved nothing")
         intents = ti.xcom_pull(task_ids=self.approval_task_id, key=APPROVED_XCOM_KEY) or []
-        store = context.get("task_state_store")
+        store = durable_store_for(context, self.replay_storage)
         if store is None:
-            self.log.warning("This Airflow has no task state store: a retried apply may repeat intents.")
+            self.log.warning("No task state store (Airflow < 3.3) and no replay_storage: a retried apply "
+                             "may repeat intents that already succeeded.")
             store = InMemoryJournalStore()
         applied = apply_intents(intents, resolve_tools(self.tools), store)
         for a in applied:
@@ -165,14 +169,17 @@ def agent_with_approval(*, task_id: str, tools: Sequence[ToolItem],
 
     ``operator_kwargs`` go to the agent operator (``prompt``, ``inputs``, ``max_steps``, ...);
     ``approval_kwargs`` to the approval (``subject``, ``assigned_users``, ``response_timeout``,
-    ``notifiers``); ``apply_kwargs`` to the apply step (``retries``, ...).
+    ``notifiers``); ``apply_kwargs`` to the apply step (``retries``, ``replay_storage``, ...; by default
+    the agent's ``replay_storage``).
     """
     tools = list(tools)
     with TaskGroup(group_id=task_id) as group:
         agent = CodeAgentOperator(task_id="agent", tools=tools, approval="required", **operator_kwargs)
         approval = IntentApprovalOperator(task_id="approval", agent_task_id=agent.task_id,
                                           **(approval_kwargs or {}))
+        # the agent's replay_storage also keeps the apply step's record of what it applied
+        apply_kwargs = {"replay_storage": operator_kwargs.get("replay_storage"), **(apply_kwargs or {})}
         apply = ApplyIntentsOperator(task_id="apply", tools=tools, approval_task_id=approval.task_id,
-                                     **(apply_kwargs or {}))
+                                     **apply_kwargs)
         agent >> approval >> apply
     return group

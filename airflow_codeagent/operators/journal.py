@@ -3,7 +3,8 @@
 Airflow 3.3's task state store is scoped to (dag, run, task, map index), not
 to the try, which is exactly a retry's view. On older Airflow, or to keep
 the journal in your own bucket, give ``replay_storage`` an object storage
-URL (``s3://bucket/prefix``, ``file:///var/lib/airflow/codeagent``).
+URL (``s3://bucket/prefix``, ``file:///var/lib/airflow/codeagent``). The
+approval flow's apply step keeps its record of applied intents the same way.
 """
 
 from __future__ import annotations
@@ -40,13 +41,21 @@ class ObjectStorageJournalStore:
             path.unlink()
 
 
-def journal_for(context: Context, replay_storage: str | None) -> CallJournal | None:
-    """The task instance's journal, or None when there is nowhere durable to keep it."""
+def durable_store_for(context: Context, replay_storage: str | None) -> Any | None:
+    """Where this task instance keeps state across its tries, or None when nowhere durable.
+
+    ``replay_storage`` (an object storage URL) first, else the task state store.
+    """
     if replay_storage:
         from airflow.sdk import ObjectStoragePath
 
         ti = context["ti"]
         base = ObjectStoragePath(replay_storage) / ti.dag_id / ti.run_id / ti.task_id / str(ti.map_index)
-        return CallJournal(ObjectStorageJournalStore(base))
-    store = context.get("task_state_store")
+        return ObjectStorageJournalStore(base)
+    return context.get("task_state_store")
+
+
+def journal_for(context: Context, replay_storage: str | None) -> CallJournal | None:
+    """The task instance's journal, or None when there is nowhere durable to keep it."""
+    store = durable_store_for(context, replay_storage)
     return None if store is None else CallJournal(store)

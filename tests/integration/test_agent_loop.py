@@ -150,7 +150,7 @@ def test_an_error_raised_by_a_tool_names_the_call_that_raised_it(llm_server, san
 
     observation = server.requests[1].messages[-1]["content"]
     assert "Error: TypeError: unhashable type: 'dict'" in observation
-    assert ("It was raised by the tool call get_rate({'currency': 'USD', 'amount': 10}): check these "
+    assert ("It was raised inside the tool call get_rate({'currency': 'USD', 'amount': 10}): check these "
             "arguments against the tool's signature.") in observation
     assert run.answer == 0.9
 
@@ -160,7 +160,16 @@ def test_an_error_in_model_code_after_a_good_tool_call_names_no_tool(llm_server)
     make_agent(server).run("Rate")
 
     observation = server.requests[1].messages[-1]["content"]
-    assert "ZeroDivisionError" in observation and "raised by the tool call" not in observation
+    assert "ZeroDivisionError" in observation and "raised inside the tool call" not in observation
+
+
+def test_a_repeat_with_another_outcome_is_not_called_the_same_result(llm_server):
+    server = llm_server([code("print(queue.pop())"), code("print(queue.pop())"), code("final_answer(1)")])
+    make_agent(server).run("Drain the queue", inputs={"queue": [7]})
+
+    note = server.requests[2].messages[-1]["content"]
+    assert "IndexError" in note and "yet its outcome differs" in note
+    assert "same result" not in note and "failed the same way" not in note
 
 
 def test_prose_after_a_failed_step_gets_no_finish_hint(llm_server):

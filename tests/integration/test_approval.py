@@ -248,6 +248,23 @@ def test_approve_applies_each_intent_once_even_when_apply_is_retried(model_serve
         "flipped the sign of 3 negative order totals\n"
 
 
+def test_apply_retried_without_a_task_state_store_repeats_nothing_with_replay_storage(
+        test_dags, xcoms, tmp_path, monkeypatch):
+    # Runs on every minor: before Airflow 3.3 there is no task state store, and replay_storage is
+    # what a retried apply reads to skip the intents its failed try already ran.
+    audit_log = tmp_path / "audit.log"
+    monkeypatch.setenv("CODEAGENT_APPROVAL_AUDIT", str(audit_log))
+    monkeypatch.setenv("CODEAGENT_APPROVAL_FAIL_ONCE", str(tmp_path / "audit-failed-once"))
+    dag_run = test_dags.get_dag("test_apply_replay_storage").test(logical_date=pendulum.datetime(2024, 7, 1))
+
+    assert states(dag_run) == {"approved": "success", "apply": "success"}
+    apply_ti = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "apply")
+    assert apply_ti.try_number == 2
+    applied = xcoms("test_apply_replay_storage", dag_run.run_id)[("apply", "return_value", -1)]
+    assert [(a["id"], a["already_applied"]) for a in applied] == [(1, True), (2, False)]
+    assert audit_log.read_text() == "tag v1.2\nreleased v1.2\n"  # the tag once, though try 1 ran it
+
+
 def test_reject_applies_nothing_and_records_who_and_why(model_server, test_dags, api, xcoms, shop_db):
     model_server.reset(AGENT_SCRIPT)
     before = rows(shop_db)

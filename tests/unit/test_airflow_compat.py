@@ -6,6 +6,8 @@ exercised where it applies.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jinja2
 import pytest
 from airflow.sdk import DAG
@@ -45,7 +47,17 @@ def test_the_connection_type_resolves_to_its_providers_hook():
     assert hook_class_name("no-such-type") is None
 
 
-def test_task_terminated_is_what_the_task_runner_raises_on_sigterm():
-    # The operator stops the agent on it; it must not be caught as an ordinary Exception.
-    assert issubclass(AirflowTaskTerminated, BaseException)
-    assert not issubclass(AirflowTaskTerminated, Exception)
+def test_task_terminated_is_the_class_the_task_runner_handles_on_sigterm():
+    # The operator stops the agent on it, so it must be the very class the runner raises and catches.
+    from airflow.sdk.execution_time import task_runner
+
+    runner_source = Path(task_runner.__file__).read_text()
+    if hasattr(task_runner, "AirflowTaskTerminated"):  # Airflow 3.2+: imported at module level
+        assert task_runner.AirflowTaskTerminated is AirflowTaskTerminated
+    else:  # Airflow 3.1: imported inside run() from airflow.exceptions
+        import airflow.exceptions
+
+        assert "from airflow.exceptions import (" in runner_source
+        assert airflow.exceptions.AirflowTaskTerminated is AirflowTaskTerminated
+    assert "except AirflowTaskTerminated" in runner_source or "AirflowTaskTerminated)" in runner_source
+    assert not issubclass(AirflowTaskTerminated, Exception)  # not swallowed by `except Exception`
