@@ -49,15 +49,17 @@ def test_the_connection_type_resolves_to_its_providers_hook():
 
 def test_task_terminated_is_the_class_the_task_runner_handles_on_sigterm():
     # The operator stops the agent on it, so it must be the very class the runner raises and catches.
+    # Where the runner imports it from differs by minor (module level or inside run(); airflow.sdk
+    # or airflow.exceptions), so read that from the runner's own source.
+    import ast
+    import importlib
+
     from airflow.sdk.execution_time import task_runner
 
-    runner_source = Path(task_runner.__file__).read_text()
-    if hasattr(task_runner, "AirflowTaskTerminated"):  # Airflow 3.2+: imported at module level
-        assert task_runner.AirflowTaskTerminated is AirflowTaskTerminated
-    else:  # Airflow 3.1: imported inside run() from airflow.exceptions
-        import airflow.exceptions
-
-        assert "from airflow.exceptions import (" in runner_source
-        assert airflow.exceptions.AirflowTaskTerminated is AirflowTaskTerminated
-    assert "except AirflowTaskTerminated" in runner_source or "AirflowTaskTerminated)" in runner_source
+    tree = ast.parse(Path(task_runner.__file__).read_text())
+    sources = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+               and any(alias.name == "AirflowTaskTerminated" for alias in node.names)}
+    assert sources, "the task runner no longer imports AirflowTaskTerminated"
+    for module in sources:
+        assert importlib.import_module(module).AirflowTaskTerminated is AirflowTaskTerminated, module
     assert not issubclass(AirflowTaskTerminated, Exception)  # not swallowed by `except Exception`
