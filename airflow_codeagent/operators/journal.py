@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from airflow_codeagent.agent.replay import CallJournal
+from airflow_codeagent.agent.replay import CallJournal, JournalStore
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
@@ -41,7 +41,7 @@ class ObjectStorageJournalStore:
             path.unlink()
 
 
-def durable_store_for(context: Context, replay_storage: str | None) -> Any | None:
+def durable_store_for(context: Context, replay_storage: str | None) -> JournalStore | None:
     """Where this task instance keeps state across its tries, or None when nowhere durable.
 
     ``replay_storage`` (an object storage URL) first, else the task state store.
