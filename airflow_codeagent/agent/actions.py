@@ -7,6 +7,7 @@ steps, while a reply with no code at all gets an instructive message back.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from dataclasses import dataclass
@@ -175,21 +176,49 @@ EXPECTED_TOOL_CALL = (
 _JSON_FENCE = re.compile(r"```(?:json)?\s*\n(.*?)(?:\n\s*```|\Z)", re.DOTALL)
 
 
-def _first_json_object(text: str) -> dict | None:
+def _python_literal_object(candidate: str) -> dict | None:
+    """The object as a Python dict literal: small models triple-quote multi-line code."""
+    start, end = candidate.find("{"), candidate.rfind("}")
+    if start == -1 or end < start:
+        return None
+    try:
+        value = ast.literal_eval(candidate[start:end + 1])
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _describe_json_error(error: json.JSONDecodeError) -> str:
+    if '"""' in error.doc or "'''" in error.doc:
+        return ('Your JSON used a triple-quoted string, which JSON does not have: write each value as '
+                'one string, with \\n for a line break and \\" for a double quote inside it.')
+    near = error.doc[max(0, error.pos - 30):error.pos + 30].replace("\n", "\\n")
+    return (f"Your JSON object is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}, "
+            f"near {near!r}.")
+
+
+def _first_json_object(text: str) -> tuple[dict | None, str | None]:
+    """The first JSON object in ``text`` (fenced or bare), and why an object before it failed.
+
+    Literal line breaks inside strings are accepted (``strict=False``), and so is a Python
+    dict literal: both are unambiguous, and refusing them costs a small model whole steps.
+    The failure is returned with a later object too: that one may be a dict inside the code.
+    """
     candidates = [m.group(1) for m in _JSON_FENCE.finditer(text)] + [text]
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(strict=False)
+    first_error: json.JSONDecodeError | None = None
     for candidate in candidates:
         start = candidate.find("{")
         while start != -1:
             try:
                 value, _ = decoder.raw_decode(candidate[start:])
-            except ValueError:
-                start = candidate.find("{", start + 1)
-                continue
+            except json.JSONDecodeError as error:
+                first_error = first_error or error
+                value = _python_literal_object(candidate[start:])
             if isinstance(value, dict):
-                return value
+                return value, _describe_json_error(first_error) if first_error else None
             start = candidate.find("{", start + 1)
-    return None
+    return None, _describe_json_error(first_error) if first_error else None
 
 
 def parse_tool_call(text: str, native_calls: tuple[dict[str, str], ...] = ()) -> ToolCallAction | ParseFailure:
@@ -205,28 +234,42 @@ def parse_tool_call(text: str, native_calls: tuple[dict[str, str], ...] = ()) ->
         if not isinstance(arguments, dict):
             return ParseFailure(text.strip(), f"Tool arguments must be a JSON object.\n{EXPECTED_TOOL_CALL}")
         return ToolCallAction(text.strip(), call["name"], arguments, call["id"])
-    data = _first_json_object(text)
+    data, problem = _first_json_object(text)
     if data is None:
-        message = "Your reply was empty." if not text.strip() else "Your reply had no JSON object."
-        return ParseFailure(text.strip(), f"{message}\n{EXPECTED_TOOL_CALL}", prose_only=bool(text.strip()))
+        return ParseFailure(text.strip(), f"{_no_object_message(text, problem)}\n{EXPECTED_TOOL_CALL}",
+                            prose_only=problem is None and bool(text.strip()))
     name = data.get("tool") or data.get("name") or data.get("action")
     arguments = data.get("arguments", data.get("action_input", data.get("args", {})))
     if not isinstance(name, str) or not name:
-        return ParseFailure(text.strip(), f'Your JSON object had no "tool" name.\n{EXPECTED_TOOL_CALL}')
+        message = problem or 'Your JSON object had no "tool" name.'
+        return ParseFailure(text.strip(), f"{message}\n{EXPECTED_TOOL_CALL}")
     if not isinstance(arguments, dict):
         return ParseFailure(text.strip(), f'"arguments" must be a JSON object.\n{EXPECTED_TOOL_CALL}')
     thought = data.get("thought")
     return ToolCallAction(thought if isinstance(thought, str) else "", name, arguments)
 
 
+def _no_object_message(text: str, problem: str | None) -> str:
+    if not text.strip():
+        return "Your reply was empty."
+    return problem or "Your reply had no JSON object."
+
+
+EXPECTED_JSON_CODE = ('Reply with one JSON object and nothing else: {"thought": "<one sentence>", '
+                      '"code": "<python code, newlines as \\n>"}. Call final_answer(result) in the code '
+                      "when you are done.")
+
+
 def parse_json_code(text: str) -> CodeAction | ParseFailure:
     """``code_format="json"``: the whole reply must be {"thought": ..., "code": ...}."""
-    data = _first_json_object(text)
-    if data is None or not isinstance(data.get("code"), str):
-        return ParseFailure(text.strip(), 'Reply with one JSON object and nothing else: '
-                                          '{"thought": "<one sentence>", "code": "<python code>"}. '
-                                          "Call final_answer(result) in the code when you are done.",
-                            prose_only=data is None and bool(text.strip()))
+    data, problem = _first_json_object(text)
+    if data is None:
+        return ParseFailure(text.strip(), f"{_no_object_message(text, problem)}\n{EXPECTED_JSON_CODE}",
+                            prose_only=problem is None and bool(text.strip()))
+    if not isinstance(data.get("code"), str):
+        keys = ", ".join(json.dumps(str(k)) for k in data) or "none"
+        message = problem or f'Your JSON object had no "code" string (its keys: {keys}).'
+        return ParseFailure(text.strip(), f"{message}\n{EXPECTED_JSON_CODE}")
     code = data["code"].strip("\n")
     thought = data.get("thought")
     if not code.strip() or _is_only_comments(code):

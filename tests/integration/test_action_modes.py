@@ -106,6 +106,23 @@ def test_json_code_syntax_error_is_reported_as_such(llm_server):
     assert run.answer == 1
 
 
+def test_json_code_reply_that_is_not_json_is_told_what_is_wrong_and_a_python_dict_runs(llm_server):
+    broken = ('```json\n{"thought": "t", "code": """\ndef get_rate(currency):\n    """Rate."""\n'
+              'print(get_rate("USD"))\n"""}\n```')
+    python_dict = '{"thought": "convert", "code": """\nrate = get_rate("USD")\nfinal_answer(rate * 10)\n"""}'
+    server = llm_server([broken, python_dict])
+    run = agent(server, code_format="json").run("Convert 10 USD")
+
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == 9.0
+    first, second = run.trace["steps"]
+    assert first["model_output"] == broken  # every raw reply stays in the trace
+    assert first["error"]["type"] == "ParseError"
+    feedback = server.requests[1].messages[-1]["content"]
+    assert "Your JSON used a triple-quoted string, which JSON does not have" in feedback
+    assert '{"thought": "<one sentence>", "code": "<python code, newlines as \\n>"}' in feedback
+    assert second["code"] == 'rate = get_rate("USD")\nfinal_answer(rate * 10)'
+
+
 def test_parse_retries_re_ask_within_the_step_and_keep_every_reply(llm_server):
     server = llm_server(["I would call the rate tool.", call("final_answer", answer=1)])
     run = agent(server, action_mode="json", parse_retries=1).run("One")

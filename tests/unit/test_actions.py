@@ -1,6 +1,14 @@
 import pytest
 
-from airflow_codeagent.agent.actions import CodeAction, ParseFailure, acted_text, parse_code_action
+from airflow_codeagent.agent.actions import (
+    CodeAction,
+    ParseFailure,
+    ToolCallAction,
+    acted_text,
+    parse_code_action,
+    parse_json_code,
+    parse_tool_call,
+)
 
 
 def test_python_fence_with_thought():
@@ -80,3 +88,58 @@ def test_output_heading_before_the_code_introduces_it():
     assert parse_code_action(reply).code == "print(len(rows))"
     invented = parse_code_action("Observation: 5 rows\n```python\nfinal_answer(5)\n```")
     assert isinstance(invented, ParseFailure) and invented.message.startswith("Your reply was empty.")
+
+
+# -- code_format="json" and JSON tool calls: precise feedback, unambiguous slips accepted ------------
+
+def test_json_code_with_literal_line_breaks_in_the_string_is_accepted():
+    # Strict JSON refuses a raw newline inside a string; the intent is not in doubt.
+    action = parse_json_code('```json\n{"thought": "sum", "code": "x = 1\nprint(x)"}\n```')
+    assert action == CodeAction("sum", "x = 1\nprint(x)")
+
+
+def test_json_code_as_a_python_dict_with_triple_quotes_is_accepted():
+    action = parse_json_code('{"thought": "t", "code": """\nrows = {"a": 1}\nprint(rows)\n"""}')
+    assert action == CodeAction("t", 'rows = {"a": 1}\nprint(rows)')
+
+
+def test_triple_quotes_that_do_not_parse_are_named_not_a_dict_inside_the_code():
+    # The docstring inside the code ends the triple-quoted string early, so the reply is
+    # neither JSON nor a Python dict. The dict *inside* the code must not be taken for the reply.
+    reply = ('{"thought": "t", "code": """\ndef f():\n    """Doc."""\n    return {"region": "EMEA"}\n'
+             'print(f())\n"""}')
+    failure = parse_json_code(reply)
+    assert isinstance(failure, ParseFailure) and not failure.prose_only
+    assert failure.message.startswith("Your JSON used a triple-quoted string")
+    assert '\\n for a line break' in failure.message and '"code": "<python code' in failure.message
+
+
+def test_invalid_json_names_the_error_and_where_it_is():
+    failure = parse_json_code('{"thought": "look up the stores first", "code" "stores = list_stores()"}')
+    assert isinstance(failure, ParseFailure)
+    assert "Expecting ':' delimiter at line 1, column 48" in failure.message
+    assert 'near \' up the stores first", "code" "stores = list_stores()"}\'' in failure.message
+
+
+def test_json_object_without_code_lists_the_keys_it_had():
+    failure = parse_json_code('{"thought": "t", "python": "final_answer(1)"}')
+    assert isinstance(failure, ParseFailure)
+    assert 'had no "code" string (its keys: "thought", "python")' in failure.message
+
+
+def test_prose_reply_in_json_code_format_is_prose_only():
+    failure = parse_json_code("The total is 17911.")
+    assert isinstance(failure, ParseFailure) and failure.prose_only
+    assert failure.message.startswith("Your reply had no JSON object.")
+
+
+def test_tool_call_with_broken_json_names_the_error_not_the_inner_arguments_object():
+    # The inner {"store_id": ...} decodes; reporting 'no "tool" name' would send the model astray.
+    failure = parse_tool_call('{"thought": "t", "tool" "get_store_revenue", "arguments": {"store_id": "S-01"}}')
+    assert isinstance(failure, ParseFailure)
+    assert failure.message.startswith("Your JSON object is not valid JSON: Expecting ':' delimiter")
+
+
+def test_tool_call_as_python_dict_is_accepted():
+    action = parse_tool_call("{'tool': 'final_answer', 'arguments': {'answer': True}}")
+    assert action == ToolCallAction("", "final_answer", {"answer": True})
