@@ -8,8 +8,10 @@ steps, while a reply with no code at all gets an instructive message back.
 from __future__ import annotations
 
 import ast
+import io
 import json
 import re
+import tokenize
 from dataclasses import dataclass
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:\n[ \t]*```|\Z)", re.DOTALL)
@@ -176,49 +178,74 @@ EXPECTED_TOOL_CALL = (
 _JSON_FENCE = re.compile(r"```(?:json)?\s*\n(.*?)(?:\n\s*```|\Z)", re.DOTALL)
 
 
-def _python_literal_object(candidate: str) -> dict | None:
-    """The object as a Python dict literal: small models triple-quote multi-line code."""
-    start, end = candidate.find("{"), candidate.rfind("}")
-    if start == -1 or end < start:
+# An object that starts with a quoted key: "{x}" in prose is not a reply.
+_OBJECT_START = re.compile(r"""\{\s*["']""")
+_TRIPLE_QUOTED_VALUE = re.compile(r"""[:,\[]\s*(?:'{3}|"{3})""")
+_JSON_DECODER = json.JSONDecoder(strict=False)  # a raw line break inside a string is unambiguous
+
+
+def _literal_end(source: str) -> int | None:
+    """Where the bracketed Python literal at the start of ``source`` ends, by its tokens (linear)."""
+    line_starts = [0]
+    for line in source.splitlines(keepends=True):
+        line_starts.append(line_starts[-1] + len(line))
+    depth = 0
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type != tokenize.OP or token.string not in "{}[]()":
+                continue
+            depth += 1 if token.string in "{[(" else -1
+            if depth == 0:
+                row, column = token.end
+                return line_starts[row - 1] + column
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    return None
+
+
+def _python_literal_object(source: str) -> dict | None:
+    """The object as a Python dict literal (small models triple-quote multi-line code).
+
+    Only values JSON can carry are kept: a set or bytes would break the trace and the tool call.
+    """
+    end = _literal_end(source)
+    if end is None:
         return None
     try:
-        value = ast.literal_eval(candidate[start:end + 1])
+        value = ast.literal_eval(source[:end])
+        value = json.loads(json.dumps(value)) if isinstance(value, dict) else None
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return None
-    return value if isinstance(value, dict) else None
+    return value
 
 
 def _describe_json_error(error: json.JSONDecodeError) -> str:
-    if '"""' in error.doc or "'''" in error.doc:
+    if _TRIPLE_QUOTED_VALUE.search(error.doc):
         return ('Your JSON used a triple-quoted string, which JSON does not have: write each value as '
                 'one string, with \\n for a line break and \\" for a double quote inside it.')
     near = error.doc[max(0, error.pos - 30):error.pos + 30].replace("\n", "\\n")
-    return (f"Your JSON object is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}, "
-            f"near {near!r}.")
+    return (f"Your JSON object is not valid JSON: {error.msg} at line {error.lineno}, column "
+            f"{error.colno} of the object, near `{near}`.")
 
 
 def _first_json_object(text: str) -> tuple[dict | None, str | None]:
-    """The first JSON object in ``text`` (fenced or bare), and why an object before it failed.
+    """The reply's JSON object (in a ```json fence or bare), or None and what is wrong with it.
 
-    Literal line breaks inside strings are accepted (``strict=False``), and so is a Python
-    dict literal: both are unambiguous, and refusing them costs a small model whole steps.
-    The failure is returned with a later object too: that one may be a dict inside the code.
+    Only the first object that starts with a key is read: a later one may be a dict inside
+    its code, and running that would be running something the model did not ask for.
     """
-    candidates = [m.group(1) for m in _JSON_FENCE.finditer(text)] + [text]
-    decoder = json.JSONDecoder(strict=False)
-    first_error: json.JSONDecodeError | None = None
-    for candidate in candidates:
-        start = candidate.find("{")
-        while start != -1:
-            try:
-                value, _ = decoder.raw_decode(candidate[start:])
-            except json.JSONDecodeError as error:
-                first_error = first_error or error
-                value = _python_literal_object(candidate[start:])
-            if isinstance(value, dict):
-                return value, _describe_json_error(first_error) if first_error else None
-            start = candidate.find("{", start + 1)
-    return None, _describe_json_error(first_error) if first_error else None
+    for candidate in [m.group(1) for m in _JSON_FENCE.finditer(text)] + [text]:
+        start = _OBJECT_START.search(candidate)
+        if start is None:
+            continue
+        source = candidate[start.start():]
+        try:
+            value, _ = _JSON_DECODER.raw_decode(source)
+        except json.JSONDecodeError as error:
+            value = _python_literal_object(source)
+            return (value, None) if value is not None else (None, _describe_json_error(error))
+        return value, None
+    return None, None
 
 
 def parse_tool_call(text: str, native_calls: tuple[dict[str, str], ...] = ()) -> ToolCallAction | ParseFailure:
@@ -241,8 +268,7 @@ def parse_tool_call(text: str, native_calls: tuple[dict[str, str], ...] = ()) ->
     name = data.get("tool") or data.get("name") or data.get("action")
     arguments = data.get("arguments", data.get("action_input", data.get("args", {})))
     if not isinstance(name, str) or not name:
-        message = problem or 'Your JSON object had no "tool" name.'
-        return ParseFailure(text.strip(), f"{message}\n{EXPECTED_TOOL_CALL}")
+        return ParseFailure(text.strip(), f'Your JSON object had no "tool" name.\n{EXPECTED_TOOL_CALL}')
     if not isinstance(arguments, dict):
         return ParseFailure(text.strip(), f'"arguments" must be a JSON object.\n{EXPECTED_TOOL_CALL}')
     thought = data.get("thought")
@@ -268,8 +294,8 @@ def parse_json_code(text: str) -> CodeAction | ParseFailure:
                             prose_only=problem is None and bool(text.strip()))
     if not isinstance(data.get("code"), str):
         keys = ", ".join(json.dumps(str(k)) for k in data) or "none"
-        message = problem or f'Your JSON object had no "code" string (its keys: {keys}).'
-        return ParseFailure(text.strip(), f"{message}\n{EXPECTED_JSON_CODE}")
+        return ParseFailure(text.strip(), f'Your JSON object had no "code" string (its keys: {keys}).\n'
+                                          f"{EXPECTED_JSON_CODE}")
     code = data["code"].strip("\n")
     thought = data.get("thought")
     if not code.strip() or _is_only_comments(code):

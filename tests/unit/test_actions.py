@@ -103,10 +103,10 @@ def test_json_code_as_a_python_dict_with_triple_quotes_is_accepted():
     assert action == CodeAction("t", 'rows = {"a": 1}\nprint(rows)')
 
 
-def test_triple_quotes_that_do_not_parse_are_named_not_a_dict_inside_the_code():
-    # The docstring inside the code ends the triple-quoted string early, so the reply is
-    # neither JSON nor a Python dict. The dict *inside* the code must not be taken for the reply.
-    reply = ('{"thought": "t", "code": """\ndef f():\n    """Doc."""\n    return {"region": "EMEA"}\n'
+def test_triple_quotes_that_do_not_parse_are_named_and_no_dict_inside_the_code_runs():
+    # The docstring ends the triple-quoted string early, so the reply is neither JSON nor a
+    # Python dict. The {"code": ...} dict *inside* the code must not be run in its place.
+    reply = ('{"thought": "t", "code": """\ndef f():\n    """Doc."""\nrequest = {"code": "print(1)"}\n'
              'print(f())\n"""}')
     failure = parse_json_code(reply)
     assert isinstance(failure, ParseFailure) and not failure.prose_only
@@ -114,11 +114,22 @@ def test_triple_quotes_that_do_not_parse_are_named_not_a_dict_inside_the_code():
     assert '\\n for a line break' in failure.message and '"code": "<python code' in failure.message
 
 
-def test_invalid_json_names_the_error_and_where_it_is():
+def test_a_python_dict_followed_by_prose_with_braces_is_read_up_to_its_own_end():
+    action = parse_json_code('{"thought": "t", "code": """\nx = 1\n"""}\nThis sets {x}.')
+    assert action == CodeAction("t", "x = 1")
+
+
+def test_invalid_json_names_the_error_and_shows_where_it_is():
     failure = parse_json_code('{"thought": "look up the stores first", "code" "stores = list_stores()"}')
     assert isinstance(failure, ParseFailure)
-    assert "Expecting ':' delimiter at line 1, column 48" in failure.message
-    assert 'near \' up the stores first", "code" "stores = list_stores()"}\'' in failure.message
+    assert "Expecting ':' delimiter at line 1, column 48 of the object" in failure.message
+    assert 'near ` up the stores first", "code" "stores = list_stores()"}`' in failure.message
+
+
+def test_a_triple_quoted_docstring_inside_a_json_string_is_not_blamed_for_a_missing_comma():
+    failure = parse_json_code('{"thought": "t" "code": "def f():\\n    \'\'\'Doc.\'\'\'"}')
+    assert isinstance(failure, ParseFailure)
+    assert "Expecting ',' delimiter" in failure.message and "triple-quoted" not in failure.message
 
 
 def test_json_object_without_code_lists_the_keys_it_had():
@@ -127,19 +138,51 @@ def test_json_object_without_code_lists_the_keys_it_had():
     assert 'had no "code" string (its keys: "thought", "python")' in failure.message
 
 
-def test_prose_reply_in_json_code_format_is_prose_only():
-    failure = parse_json_code("The total is 17911.")
+@pytest.mark.parametrize("reply", ["The total is 17911.", "The answer is {x} items.",
+                                   "Use {store_id} for each store, then sum."])
+def test_prose_reply_in_json_code_format_is_prose_only(reply):
+    failure = parse_json_code(reply)
     assert isinstance(failure, ParseFailure) and failure.prose_only
     assert failure.message.startswith("Your reply had no JSON object.")
 
 
-def test_tool_call_with_broken_json_names_the_error_not_the_inner_arguments_object():
-    # The inner {"store_id": ...} decodes; reporting 'no "tool" name' would send the model astray.
-    failure = parse_tool_call('{"thought": "t", "tool" "get_store_revenue", "arguments": {"store_id": "S-01"}}')
+def test_a_broken_object_after_prose_braces_is_the_one_described():
+    failure = parse_json_code('Use {store} then: {"thought": "t" "code": "x=1"}')
+    assert isinstance(failure, ParseFailure) and not failure.prose_only
+    assert 'near `{"thought": "t" "code": "x=1"}`' in failure.message
+
+
+def test_tool_call_with_broken_json_names_the_error_not_an_inner_object():
+    # The inner {"name": ...} decodes and has a key the parser reads as a tool name;
+    # calling a tool named "S-01" would send the model astray.
+    failure = parse_tool_call('{"thought": "t", "tool" "get_store", "arguments": {"name": "S-01"}}')
     assert isinstance(failure, ParseFailure)
     assert failure.message.startswith("Your JSON object is not valid JSON: Expecting ':' delimiter")
 
 
-def test_tool_call_as_python_dict_is_accepted():
-    action = parse_tool_call("{'tool': 'final_answer', 'arguments': {'answer': True}}")
-    assert action == ToolCallAction("", "final_answer", {"answer": True})
+def test_tool_call_as_python_dict_is_accepted_as_json_values():
+    action = parse_tool_call("{'tool': 'final_answer', 'arguments': {'answer': (True, None)}}")
+    assert action == ToolCallAction("", "final_answer", {"answer": [True, None]})
+    assert action.as_json() == '{"tool": "final_answer", "arguments": {"answer": [true, null]}}'
+
+
+@pytest.mark.parametrize("value", ["{'USD'}", "b'USD'", "1j", "..."])
+def test_a_python_dict_with_values_json_cannot_carry_is_a_parse_failure(value):
+    failure = parse_tool_call(f"{{'tool': 'get_rate', 'arguments': {{'currency': {value}}}}}")
+    assert isinstance(failure, ParseFailure)
+    assert "Expecting property name enclosed in double quotes" in failure.message
+
+
+def test_a_reply_full_of_python_dicts_is_evaluated_once_not_from_every_brace(monkeypatch):
+    # Evaluating from every brace to the end was quadratic: seconds on a 37k-character reply.
+    from airflow_codeagent.agent import actions
+
+    evaluated: list[str] = []
+    literal_eval = actions.ast.literal_eval
+    monkeypatch.setattr(actions.ast, "literal_eval", lambda source: evaluated.append(source) or literal_eval(source))
+    rows = "[" + ", ".join(f"{{'store': 'S-{i:04}', 'revenue': {i}}}" for i in range(5000)) + "]"
+    failure = parse_json_code("Rows: " + rows)
+
+    assert isinstance(failure, ParseFailure)
+    assert 'its keys: "store", "revenue"' in failure.message
+    assert evaluated == ["{'store': 'S-0000', 'revenue': 0}"]
