@@ -25,6 +25,7 @@ from airflow_codeagent.agent.tool_calls import run_tool_call
 from airflow_codeagent.agent.prompts import describe_inputs, describe_parameters, describe_value
 from airflow_codeagent.agent.replay import CallJournal, SideEffectLedger, request_fingerprint
 from airflow_codeagent.agent.trace import Redactor, RunStatus, Step, StepKind, Trace, now_iso
+from airflow_codeagent.agent.truncation import truncate_middle
 from airflow_codeagent.models.completion import Completion, LiteLLMModel, ModelCallError
 from airflow_codeagent.models.retry import RetryPolicy
 from airflow_codeagent.sandbox.observation import ExecutionError, Observation
@@ -340,6 +341,7 @@ class _Run:
         previous_code: str | None = None
         previous_failed = False
         failures: dict[str, _Failure] = {}  # every failed action so far, to recognise A, B, A, B too
+        last_success: _Success | None = None  # the previous step's action, when it worked
         for index in range(1, self.agent.max_steps + 1):
             if self.agent.cancel_requested:
                 return RunStatus.ERROR, "run cancelled"
@@ -349,27 +351,30 @@ class _Run:
             try:
                 self._compact_if_needed(index)
                 completion, action = self._act(self.memory.messages(), step, self.deadline, str(index),
-                                               failures)
+                                               failures, last_success)
             except ModelCallError as exc:
                 return self._model_failure(step, exc)
             except _BudgetRefusal as refusal:
                 return RunStatus.BUDGET_EXCEEDED, str(refusal)
             step.thought = action.thought or None
             acted = acted_text(completion.text)  # what the model imagined after its action is dropped
+            result = ""
             if isinstance(action, CodeAction):
                 repeat_of_failed = previous_failed if action.code == previous_code else None
                 observation = self._execute(step, action.code, self._time_left())
-                self.memory.add_observation(index, acted, observation, repeat_of_failed=repeat_of_failed)
+                result = self.memory.add_observation(index, acted, observation, repeat_of_failed=repeat_of_failed)
                 previous_code, previous_failed = action.code, observation.error is not None
             elif isinstance(action, ToolCallAction):
-                text = self._call_tool(step, action)
-                self.memory.add_step(index, acted, text, tool_call=_native_call(action))
+                result = self._call_tool(step, action)
+                self.memory.add_step(index, acted, result, tool_call=_native_call(action))
             else:
                 message = self._parse_feedback(action)
                 step.error = ExecutionError("ParseError", message, "").to_dict()
                 self.memory.add_step(index, acted, f"Error: {message}")
             self._finish_step(step)
             failure = _Failure.of(index, completion, action, step.error)
+            last_success = _Success.of(index, completion, action, result, step.error,
+                                       self.agent.mode.final_answer_how())
             if failure is not None:
                 failures.setdefault(failure.action_key, failure)
             elif step.error is None:
@@ -400,16 +405,19 @@ class _Run:
         return left is not None and left <= 0
 
     def _act(self, messages: list[dict[str, Any]], step: Step, deadline: float | None, slot: str,
-             failures: Mapping[str, _Failure] | None = None,
+             failures: Mapping[str, _Failure] | None = None, last_success: _Success | None = None,
              ) -> tuple[Completion, CodeAction | ToolCallAction | ParseFailure]:
         """Ask the model and parse its action, re-asking within the step when it is no use.
 
         An unparseable reply is re-asked up to ``parse_retries`` times. A reply
         that repeats an action that already failed (the last step's, or one
         further back: small models also alternate between two failing
-        actions) is re-asked once, sampled at ``repeat_temperature``: at
-        temperature 0 a model shown the same context answers the same, so
-        every later step would fail alike.
+        actions), or the last step's action that worked, is re-asked once,
+        sampled at ``repeat_temperature``: at temperature 0 a model shown the
+        same context answers the same, so every later step would repeat it.
+        A small model that printed the answer often reruns that code until the
+        step cap instead of finishing. Asked twice, the action runs as sent: the
+        world may have changed since (a table still loading).
         """
         completion = self._call_model(messages, step, deadline, slot)
         action = self.agent.mode.parse(completion)
@@ -421,7 +429,10 @@ class _Run:
                         {"role": "user", "content": f"Error: {self._parse_feedback(action)}"}]
             completion = self._call_model(messages, step, deadline, f"{slot}.retry{attempt}")
             action = self.agent.mode.parse(completion)
-        repeated = (failures or {}).get(_action_key(completion, action))
+        key = _action_key(completion, action)
+        repeated: _Failure | _Success | None = (failures or {}).get(key)
+        if repeated is None and last_success is not None and last_success.action_key == key:
+            repeated = last_success
         if repeated is not None and self.agent.repeat_temperature is not None:
             step.rejected_outputs.append(completion.text)
             messages = [*messages, {"role": "assistant", "content": completion.text},
@@ -617,6 +628,36 @@ class _Failure:
         return (f"Error: this {self.kind} is exactly the one from step {self.step}, which failed with "
                 f"{self.error}. Sending it again would fail the same way, so it was not run. "
                 f"Read the error, change what caused it, and reply with a different {self.kind}.")
+
+
+@dataclass(frozen=True)
+class _Success:
+    """The action of a step that ran without an error, to recognise it sent again."""
+
+    step: int
+    action_key: str
+    kind: str
+    result: str
+    final_answer_how: str
+
+    @classmethod
+    def of(cls, step: int, completion: Completion, action: CodeAction | ToolCallAction | ParseFailure,
+           result: str, error: Mapping[str, Any] | None, final_answer_how: str) -> _Success | None:
+        if error is not None or isinstance(action, ParseFailure):
+            return None
+        kind = "code" if isinstance(action, CodeAction) else "tool call"
+        result = result.removeprefix("Observation:\n").strip()
+        return cls(step, _action_key(completion, action), kind,
+                   truncate_middle(result, _MAX_RESULT_IN_NOTE, "cut"), final_answer_how)
+
+    def repeat_note(self) -> str:
+        return (f"Note: this {self.kind} is exactly the one from step {self.step}, which worked and gave:\n"
+                f"{self.result}\nIt was not run again: it would give the same. If that answers the task, "
+                f"do not explore further: {self.final_answer_how} Otherwise reply with a different "
+                f"{self.kind}.")
+
+
+_MAX_RESULT_IN_NOTE = 400
 
 
 def _native_call(action: ToolCallAction) -> dict[str, str] | None:

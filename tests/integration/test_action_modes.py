@@ -123,6 +123,21 @@ def test_json_code_reply_that_is_not_json_is_told_what_is_wrong_and_a_python_dic
     assert second["code"] == 'rate = get_rate("USD")\nfinal_answer(rate * 10)'
 
 
+def test_json_mode_repeating_a_tool_call_that_worked_is_resampled_and_told_to_finish(llm_server):
+    lookup = call("get_rate", currency="USD")
+    server = llm_server([lookup, lookup, call("final_answer", answer=0.9)])
+    run = agent(server, action_mode="json").run("Rate of USD")
+
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == 0.9
+    assert [json.loads(s["code"])["tool"] for s in run.trace["steps"]] == ["get_rate", "final_answer"]
+    assert run.trace["steps"][1]["rejected_outputs"] == [lookup]
+    resample = server.requests[2]
+    assert resample.body["temperature"] == 0.7
+    note = resample.messages[-1]["content"]
+    assert note.startswith("Note: this tool call is exactly the one from step 1, which worked and gave:\n0.9")
+    assert 'call the tool final_answer with {"answer": <value>}' in note
+
+
 def test_parse_retries_re_ask_within_the_step_and_keep_every_reply(llm_server):
     server = llm_server(["I would call the rate tool.", call("final_answer", answer=1)])
     run = agent(server, action_mode="json", parse_retries=1).run("One")

@@ -164,10 +164,11 @@ def test_an_error_in_model_code_after_a_good_tool_call_names_no_tool(llm_server)
 
 
 def test_a_repeat_with_another_outcome_is_not_called_the_same_result(llm_server):
-    server = llm_server([code("print(queue.pop())"), code("print(queue.pop())"), code("final_answer(1)")])
+    # The repeat is resampled first; sent again, it runs.
+    server = llm_server([code("print(queue.pop())")] * 3 + [code("final_answer(1)")])
     make_agent(server).run("Drain the queue", inputs={"queue": [7]})
 
-    note = server.requests[2].messages[-1]["content"]
+    note = server.requests[3].messages[-1]["content"]
     assert "IndexError" in note and "yet its outcome differs" in note
     assert "same result" not in note and "failed the same way" not in note
 
@@ -600,14 +601,14 @@ def test_redefining_a_tool_or_final_answer_is_refused_with_a_clear_error(llm_ser
 
 
 def test_comment_only_code_is_a_parse_error_and_repeated_code_is_pointed_out(llm_server):
-    server = llm_server([code("# your code"), code("x = 1\nprint(x)"), code("x = 1\nprint(x)"),
-                         code("final_answer(x)")])
+    server = llm_server([code("# your code")] + [code("x = 1\nprint(x)")] * 3 + [code("final_answer(x)")])
     run = make_agent(server).run("One")
 
     assert run.trace["steps"][0]["error"]["type"] == "ParseError"
     assert "held only comments" in run.trace["steps"][0]["error"]["message"]
     assert "identical to your previous step" not in server.requests[2].messages[-1]["content"]
-    assert "identical to your previous step" in server.requests[3].messages[-1]["content"]
+    assert "exactly the one from step 2" in server.requests[3].messages[-1]["content"]  # the resample
+    assert "identical to your previous step" in server.requests[4].messages[-1]["content"]
 
 
 def test_a_model_call_that_times_out_is_retried(llm_server):
@@ -665,14 +666,33 @@ def test_repeat_temperature_none_runs_the_repeat_as_sent(llm_server):
     assert "identical to your previous step" in note and "Change your approach" in note
 
 
-def test_code_that_succeeded_may_be_repeated_without_a_resample(llm_server):
-    server = llm_server([code("print(get_rate('USD'))"), code("print(get_rate('USD'))"), code("final_answer(1)")])
+def test_repeating_code_that_worked_is_resampled_with_its_result_and_told_to_finish(llm_server):
+    # A small model that printed the answer reran that code to the step cap at temperature 0.
+    printing = code("rate = get_rate('USD')\nprint(rate)")
+    server = llm_server([printing, printing, code("final_answer(rate)")])
+    run = make_agent(server).run("Rate of USD")
+
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == 0.9
+    first, second = run.trace["steps"]
+    assert first["stdout"] == "0.9\n"
+    assert second["rejected_outputs"] == [printing]  # kept for the reviewer, not run again
+    resample = server.requests[2]
+    assert resample.body["temperature"] == 0.7
+    note = resample.messages[-1]["content"]
+    assert note.startswith("Note: this code is exactly the one from step 1, which worked and gave:\n0.9\n")
+    assert "do not explore further: reply with one short ```python code block that calls final_answer" in note
+    assert "passing the variable that holds the answer" in note
+    assert_valid_trace(run.trace)
+
+
+def test_code_that_worked_runs_when_sent_again_after_the_resample(llm_server):
+    # The world may have changed since (a table still loading): asked twice, it runs.
+    server = llm_server([code("print(get_rate('USD'))")] * 3 + [code("final_answer(1)")])
     run = make_agent(server).run("One")
 
-    assert run.status is RunStatus.FINAL_ANSWER and len(server.requests) == 3
-    assert all(not s["rejected_outputs"] for s in run.trace["steps"])
-    # "change your approach" after a repeat that worked made small models drop a right result
-    note = server.requests[2].messages[-1]["content"]
+    assert run.status is RunStatus.FINAL_ANSWER
+    assert [s["stdout"] for s in run.trace["steps"]] == ["0.9\n", "0.9\n", ""]
+    note = server.requests[3].messages[-1]["content"]
     assert "identical to your previous step" in note and "pass it to final_answer now" in note
     assert "Change your approach" not in note
 
