@@ -292,13 +292,19 @@ def parse_json_code(text: str) -> CodeAction | ParseFailure:
     if data is None:
         return ParseFailure(text.strip(), f"{_no_object_message(text, problem)}\n{EXPECTED_JSON_CODE}",
                             prose_only=problem is None and bool(text.strip()))
-    if not isinstance(data.get("code"), str):
+    thought = data.get("thought") if isinstance(data.get("thought"), str) else ""
+    code = data.get("code")
+    if (not isinstance(code, str) or not code.strip()) and "final_answer" in data:
+        # {"code": "", "final_answer": [1004, 1009]}: a small model's way to finish, and
+        # only data: it runs as final_answer(<that value>) through the same sandbox.
+        return CodeAction(thought, f"final_answer({data['final_answer']!r})")
+    if not isinstance(code, str):
         keys = ", ".join(json.dumps(str(k)) for k in data) or "none"
         return ParseFailure(text.strip(), f'Your JSON object had no "code" string (its keys: {keys}).\n'
                                           f"{EXPECTED_JSON_CODE}")
-    code = data["code"].strip("\n")
-    thought = data.get("thought")
+    code = code.strip("\n")
     if not code.strip() or _is_only_comments(code):
-        return ParseFailure(thought if isinstance(thought, str) else "",
-                            'Your "code" was empty or only comments, so nothing was done.')
-    return CodeAction(thought if isinstance(thought, str) else "", code)
+        return ParseFailure(thought, 'Your "code" was empty or only comments, so nothing was done. To finish, '
+                                     'call final_answer in the code: {"thought": "...", "code": '
+                                     '"final_answer(result)"}.')
+    return CodeAction(thought, code)

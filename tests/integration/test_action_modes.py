@@ -138,6 +138,17 @@ def test_json_mode_repeating_a_tool_call_that_worked_is_resampled_and_told_to_fi
     assert 'call the tool final_answer with {"answer": <value>}' in note
 
 
+@pytest.mark.parametrize("answer", [[1004, 1009], "'); import os; os.system('id'); ('",
+                                    {"__class__": "x", "total": 1.5}])
+def test_json_code_final_answer_key_ends_the_run_with_that_value_as_data(llm_server, answer):
+    # {"code": "", "final_answer": ...} is how the 1.5B model finishes; the value stays data.
+    server = llm_server([json.dumps({"thought": "done", "code": "", "final_answer": answer})])
+    run = agent(server, code_format="json").run("Which orders are missing?")
+
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == answer
+    assert run.trace["steps"][0]["tool_calls"] == []
+
+
 def test_parse_retries_re_ask_within_the_step_and_keep_every_reply(llm_server):
     server = llm_server(["I would call the rate tool.", call("final_answer", answer=1)])
     run = agent(server, action_mode="json", parse_retries=1).run("One")

@@ -186,3 +186,22 @@ def test_a_reply_full_of_python_dicts_is_evaluated_once_not_from_every_brace(mon
     assert isinstance(failure, ParseFailure)
     assert 'its keys: "store", "revenue"' in failure.message
     assert evaluated == ["{'store': 'S-0000', 'revenue': 0}"]
+
+
+@pytest.mark.parametrize("reply", ['{"thought": "done", "code": "", "final_answer": [1004, 1009]}',
+                                   '{"thought": "done", "final_answer": [1004, 1009]}'])
+def test_a_final_answer_key_without_code_finishes_with_that_value(reply):
+    # The 1.5B model's way to finish in code_format="json"; it looped on "code was empty" before.
+    assert parse_json_code(reply) == CodeAction("done", "final_answer([1004, 1009])")
+
+
+def test_a_final_answer_key_beside_code_leaves_the_code_to_run():
+    action = parse_json_code('{"thought": "t", "code": "print(1)", "final_answer": 2}')
+    assert action == CodeAction("t", "print(1)")
+
+
+def test_empty_json_code_is_told_how_to_finish():
+    failure = parse_json_code('{"thought": "t", "code": ""}')
+    assert isinstance(failure, ParseFailure)
+    assert 'To finish, call final_answer in the code: {"thought": "...", "code": "final_answer(result)"}' \
+        in failure.message
