@@ -45,8 +45,7 @@ def _json_envelope(text: str) -> CodeAction | None:
     except ValueError:
         return None
     if isinstance(data, dict) and isinstance(data.get("code"), str) and data["code"].strip():
-        thought = data.get("thought")
-        return CodeAction(thought if isinstance(thought, str) else "", data["code"].strip("\n"))
+        return CodeAction(_thought_of(data), data["code"].strip("\n"))
     return None
 
 
@@ -271,8 +270,12 @@ def parse_tool_call(text: str, native_calls: tuple[dict[str, str], ...] = ()) ->
         return ParseFailure(text.strip(), f'Your JSON object had no "tool" name.\n{EXPECTED_TOOL_CALL}')
     if not isinstance(arguments, dict):
         return ParseFailure(text.strip(), f'"arguments" must be a JSON object.\n{EXPECTED_TOOL_CALL}')
+    return ToolCallAction(_thought_of(data), name, arguments)
+
+
+def _thought_of(data: dict) -> str:
     thought = data.get("thought")
-    return ToolCallAction(thought if isinstance(thought, str) else "", name, arguments)
+    return thought if isinstance(thought, str) else ""
 
 
 def _no_object_message(text: str, problem: str | None) -> str:
@@ -292,7 +295,7 @@ def parse_json_code(text: str) -> CodeAction | ParseFailure:
     if data is None:
         return ParseFailure(text.strip(), f"{_no_object_message(text, problem)}\n{EXPECTED_JSON_CODE}",
                             prose_only=problem is None and bool(text.strip()))
-    thought = data.get("thought") if isinstance(data.get("thought"), str) else ""
+    thought = _thought_of(data)
     code = data.get("code")
     if (not isinstance(code, str) or not code.strip()) and "final_answer" in data:
         # {"code": "", "final_answer": [1004, 1009]}: a small model's way to finish, and

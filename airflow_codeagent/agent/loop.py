@@ -589,6 +589,11 @@ class _Run:
         self._finish_step(step)
 
 
+def _action_kind(action: CodeAction | ToolCallAction | ParseFailure) -> str:
+    """What the repeat notes call the action."""
+    return {CodeAction: "code", ToolCallAction: "tool call"}.get(type(action), "reply")
+
+
 def _action_key(completion: Completion, action: CodeAction | ToolCallAction | ParseFailure) -> str:
     """What makes two actions the same: the code, the tool call, or the unparseable reply."""
     if isinstance(action, CodeAction):
@@ -621,8 +626,7 @@ class _Failure:
         kind_of_error = str(error.get("type"))
         if kind_of_error in _TRANSIENT_ERRORS or message.startswith(_TRANSIENT_ERRORS):
             return None
-        kind = {CodeAction: "code", ToolCallAction: "tool call"}.get(type(action), "reply")
-        return cls(step, _action_key(completion, action), kind, f"{kind_of_error}: {message}")
+        return cls(step, _action_key(completion, action), _action_kind(action), f"{kind_of_error}: {message}")
 
     def repeat_note(self) -> str:
         return (f"Error: this {self.kind} is exactly the one from step {self.step}, which failed with "
@@ -645,9 +649,8 @@ class _Success:
            result: str, error: Mapping[str, Any] | None, final_answer_how: str) -> _Success | None:
         if error is not None or isinstance(action, ParseFailure):
             return None
-        kind = "code" if isinstance(action, CodeAction) else "tool call"
         result = result.removeprefix("Observation:\n").strip()
-        return cls(step, _action_key(completion, action), kind,
+        return cls(step, _action_key(completion, action), _action_kind(action),
                    truncate_middle(result, _MAX_RESULT_IN_NOTE, "cut"), final_answer_how)
 
     def repeat_note(self) -> str:
