@@ -181,6 +181,8 @@ _JSON_FENCE = re.compile(r"```(?:json)?\s*\n(.*?)(?:\n\s*```|\Z)", re.DOTALL)
 _OBJECT_START = re.compile(r"""\{\s*["']""")
 _TRIPLE_QUOTED_VALUE = re.compile(r"""[:,\[]\s*(?:'{3}|"{3})""")
 _JSON_DECODER = json.JSONDecoder(strict=False)  # a raw line break inside a string is unambiguous
+_TOO_DEEP = ("Your JSON is nested too deeply to read (json stops at about 1,000 levels): "
+             "send a flat object.")
 
 
 def _literal_end(source: str) -> int | None:
@@ -240,6 +242,8 @@ def _first_json_object(text: str) -> tuple[dict | None, str | None]:
         source = candidate[start.start():]
         try:
             value, _ = _JSON_DECODER.raw_decode(source)
+        except RecursionError:
+            return None, _TOO_DEEP
         except json.JSONDecodeError as error:
             value = _python_literal_object(source)
             return (value, None) if value is not None else (None, _describe_json_error(error))
@@ -254,6 +258,8 @@ def parse_tool_call(text: str, native_calls: tuple[dict[str, str], ...] = ()) ->
         call = native_calls[0]
         try:
             arguments = json.loads(call["arguments"] or "{}")
+        except RecursionError:
+            return ParseFailure(text.strip(), f"{_TOO_DEEP}\n{EXPECTED_TOOL_CALL}")
         except ValueError as exc:
             return ParseFailure(text.strip(), f"The arguments of your {call['name']} call are not valid "
                                               f"JSON ({exc}).\n{EXPECTED_TOOL_CALL}")

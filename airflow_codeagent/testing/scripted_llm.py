@@ -23,7 +23,8 @@ class Reply:
     """A successful chat completion with the given text and token counts.
 
     ``tool_calls`` makes it a native tool-calling reply: each is
-    ``{"name": ..., "arguments": {...}}``.
+    ``{"name": ..., "arguments": {...}}``; a string ``arguments`` is sent as it is, to
+    script a provider that returns arguments which are not valid JSON.
     """
 
     text: str = ""
@@ -188,12 +189,16 @@ class ScriptedLLMServer:
         return Handler
 
 
+def _arguments_text(arguments: dict[str, Any] | str) -> str:
+    return arguments if isinstance(arguments, str) else json.dumps(arguments)
+
+
 def _completion(reply: Reply, model: str) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
     if reply.tool_calls:
         message["tool_calls"] = [
             {"id": f"call_{index}", "type": "function",
-             "function": {"name": call["name"], "arguments": json.dumps(call.get("arguments", {}))}}
+             "function": {"name": call["name"], "arguments": _arguments_text(call.get("arguments", {}))}}
             for index, call in enumerate(reply.tool_calls)]
     return {
         "id": "chatcmpl-scripted",

@@ -83,6 +83,37 @@ def test_unknown_tool_is_named_back_to_the_model(llm_server):
     assert run.answer == "n/a"
 
 
+def test_native_tool_call_arguments_that_are_not_json_are_named_back(llm_server):
+    server = llm_server([
+        Reply(tool_calls=({"name": "get_rate", "arguments": '{"currency": GBP}'},)),
+        Reply(tool_calls=({"name": "final_answer", "arguments": {"answer": 1.2}},)),
+    ])
+    run = agent(server, model="openai/gpt-4o-mini", action_mode="json").run("GBP rate")
+
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == 1.2
+    bad_json = run.trace["steps"][0]
+    assert bad_json["error"]["type"] == "ParseError"
+    assert "The arguments of your get_rate call are not valid JSON" in bad_json["error"]["message"]
+    echoed, feedback = server.requests[1].messages[-2:]
+    assert "tool_calls" not in echoed  # a call that was never made must not wait for a tool reply
+    assert feedback["role"] == "user" and "not valid JSON" in feedback["content"]
+    jsonschema.validate(run.trace, load_schema())
+
+
+@pytest.mark.parametrize("options", [{"action_mode": "json"}, {"code_format": "json"}])
+def test_a_reply_nested_too_deeply_for_json_is_a_parse_error_not_a_crash(llm_server, options):
+    """A hostile or degenerate reply must not take the run down: json raises RecursionError."""
+    deep = '{"thought": "t", "code": ' + "[" * 5000 + "]" * 5000 + "}"
+    finish = call("final_answer", answer=1) if options.get("action_mode") else \
+        json.dumps({"thought": "t", "code": "final_answer(1)"})
+    server = llm_server([deep, finish])
+    run = agent(server, **options).run("One")
+
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == 1
+    assert run.trace["steps"][0]["error"]["type"] == "ParseError"
+    assert "nested too deeply to read" in server.requests[1].messages[-1]["content"]
+
+
 def test_json_code_format_uses_structured_output_where_supported(llm_server):
     reply = json.dumps({"thought": "convert", "code": "final_answer(round(120 * get_rate('USD'), 2))"})
     server = llm_server([reply])

@@ -205,3 +205,12 @@ def test_empty_json_code_is_told_how_to_finish():
     assert isinstance(failure, ParseFailure)
     assert 'To finish, call final_answer in the code: {"thought": "...", "code": "final_answer(result)"}' \
         in failure.message
+
+
+def test_native_tool_call_arguments_nested_too_deeply_are_a_parse_failure():
+    """json raises RecursionError, not ValueError, past ~1,000 levels: it must not escape the parser."""
+    deep = '{"currency": ' + "[" * 5000 + "]" * 5000 + "}"
+    action = parse_tool_call("", ({"name": "get_rate", "arguments": deep, "id": "call_0"},))
+
+    assert isinstance(action, ParseFailure)
+    assert action.message.startswith("Your JSON is nested too deeply to read")
