@@ -8,14 +8,21 @@ steps, while a reply with no code at all gets an instructive message back.
 from __future__ import annotations
 
 import ast
+import bisect
+import functools
 import io
 import json
 import re
 import tokenize
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:\n[ \t]*```|\Z)", re.DOTALL)
+# A fence may carry an info string (```python title="x.py"); only a bare ``` line closes it,
+# so a ```sql inside a Python string does not end the block early.
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n`]*\n(.*?)(?:\n[ \t]*```[ \t]*(?=\n|\Z)|\Z)", re.DOTALL)
 _CODE_LABELS = {"python", "py", "python3", ""}
+_Parser = TypeVar("_Parser", bound=Callable[..., object])
 _THOUGHT_PREFIX = re.compile(r"^\s*(thought|thoughts|reasoning)\s*:\s*", re.IGNORECASE)
 
 
@@ -32,6 +39,25 @@ class ParseFailure:
     prose_only: bool = False  # text with no attempt at an action: often an answer given in prose
 
 
+def _never_raises(expected: str) -> Callable[[_Parser], _Parser]:
+    """A reply the parser cannot read becomes a parse failure the model is told about.
+
+    The reply is hostile input: json and ast raise ValueError, RecursionError or
+    MemoryError on some of it (a 5,000-digit number, 5,000 nested brackets), and a
+    parser must never be how one reply ends a run without its step in the trace.
+    """
+    def decorate(parse: _Parser) -> _Parser:
+        @functools.wraps(parse)
+        def guarded(text: str, *args: object) -> object:
+            try:
+                return parse(text, *args)
+            except Exception as exc:  # noqa: BLE001 - any parser failure is the reply's fault
+                return ParseFailure("", f"Your reply could not be read ({type(exc).__name__}: "
+                                        f"{str(exc)[:200]}).\n{expected}")
+        return cast(_Parser, guarded)
+    return decorate
+
+
 def _thought_before(text: str, end: int) -> str:
     return _THOUGHT_PREFIX.sub("", text[:end].strip()).strip()
 
@@ -42,7 +68,7 @@ def _json_envelope(text: str) -> CodeAction | None:
         return None
     try:
         data = json.loads(stripped)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if isinstance(data, dict) and isinstance(data.get("code"), str) and data["code"].strip():
         return CodeAction(_thought_of(data), data["code"].strip("\n"))
@@ -77,8 +103,10 @@ def acted_text(text: str) -> str:
     first fence may introduce the code, so only "Observation:" cuts there.
     """
     spans = _fenced_spans(text)
+    starts = [start for start, _ in spans]
     for match in _INVENTED_OBSERVATION.finditer(text):
-        if any(start <= match.start() < end for start, end in spans):
+        inside = bisect.bisect_right(starts, match.start()) - 1  # spans are sorted and disjoint
+        if inside >= 0 and match.start() < spans[inside][1]:
             continue
         # "Output:" before any code may just introduce it; "Observation:" never does.
         after_code = bool(spans) and match.start() >= spans[0][1]
@@ -91,31 +119,30 @@ def _unfenced_code(text: str) -> str | None:
     """Code a model sent without a fence: the whole reply if it is Python, or its final_answer lines.
 
     Small models often answer a finished task with a bare ``final_answer(x)``;
-    prose ("The answer is 42.") does not parse, so it is not mistaken for code.
+    prose ("The answer is 42.") does not parse, so it is not mistaken for code, and
+    neither is a label line ("Total: 2813.35 (USD)"), which parses as an annotation.
     """
-    import ast
-
     stripped = text.strip()
-    try:
-        tree = ast.parse(stripped)
-    except SyntaxError:
-        tree = None
-    if tree is not None and tree.body and any(isinstance(n, ast.Call) for n in ast.walk(tree)):
+    tree = _parsed(stripped)
+    if (tree is not None and tree.body and any(isinstance(n, ast.Call) for n in ast.walk(tree))
+            and not any(isinstance(n, ast.AnnAssign) and n.value is None for n in tree.body)):
         return stripped
     lines = [line.strip() for line in stripped.splitlines() if line.strip().startswith("final_answer(")]
-    for line in lines:
-        try:
-            ast.parse(line)
-        except SyntaxError:
-            continue
-        return line
-    return None
+    return next((line for line in lines if _parsed(line) is not None), None)
+
+
+def _parsed(source: str) -> ast.Module | None:
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # deep nesting exhausts the parser
+        return None
 
 
 def _is_only_comments(code: str) -> bool:
     return all(not line.strip() or line.strip().startswith("#") for line in code.splitlines())
 
 
+@_never_raises(EXPECTED_FORMAT)
 def parse_code_action(text: str) -> CodeAction | ParseFailure:
     """Find the code in a reply; several code blocks run in order as one step."""
     text = acted_text(text)
@@ -177,8 +204,9 @@ EXPECTED_TOOL_CALL = (
 _JSON_FENCE = re.compile(r"```(?:json)?\s*\n(.*?)(?:\n\s*```|\Z)", re.DOTALL)
 
 
-# An object that starts with a quoted key: "{x}" in prose is not a reply.
-_OBJECT_START = re.compile(r"""\{\s*["']""")
+# An object that starts a line with a quoted key: "{x}" in prose is not a reply, and
+# neither is a call the model only mentions mid-sentence ("The call {...} would be ...").
+_OBJECT_START = re.compile(r"""^[ \t]*(\{\s*["'])""", re.MULTILINE)
 _TRIPLE_QUOTED_VALUE = re.compile(r"""[:,\[]\s*(?:'{3}|"{3})""")
 _JSON_DECODER = json.JSONDecoder(strict=False)  # a raw line break inside a string is unambiguous
 _TOO_DEEP = ("Your JSON is nested too deeply to read (json stops at about 1,000 levels): "
@@ -187,9 +215,8 @@ _TOO_DEEP = ("Your JSON is nested too deeply to read (json stops at about 1,000 
 
 def _literal_end(source: str) -> int | None:
     """Where the bracketed Python literal at the start of ``source`` ends, by its tokens (linear)."""
-    line_starts = [0]
-    for line in source.splitlines(keepends=True):
-        line_starts.append(line_starts[-1] + len(line))
+    # The tokenizer counts rows by "\n" only; str.splitlines also breaks at \x0c and \u2028.
+    line_starts = [0] + [match.end() for match in re.finditer("\n", source)]
     depth = 0
     try:
         for token in tokenize.generate_tokens(io.StringIO(source).readline):
@@ -235,11 +262,11 @@ def _first_json_object(text: str) -> tuple[dict | None, str | None]:
     Only the first object that starts with a key is read: a later one may be a dict inside
     its code, and running that would be running something the model did not ask for.
     """
-    for candidate in [m.group(1) for m in _JSON_FENCE.finditer(text)] + [text]:
+    for candidate in [m.group(1) for m in _JSON_FENCE.finditer(text)] + [_without_other_fences(text)]:
         start = _OBJECT_START.search(candidate)
         if start is None:
             continue
-        source = candidate[start.start():]
+        source = candidate[start.start(1):]
         try:
             value, _ = _JSON_DECODER.raw_decode(source)
         except RecursionError:
@@ -247,10 +274,18 @@ def _first_json_object(text: str) -> tuple[dict | None, str | None]:
         except json.JSONDecodeError as error:
             value = _python_literal_object(source)
             return (value, None) if value is not None else (None, _describe_json_error(error))
+        except ValueError as error:  # e.g. an integer longer than int() accepts
+            return None, f"Your JSON object could not be read: {str(error)[:200]}."
         return value, None
     return None, None
 
 
+def _without_other_fences(text: str) -> str:
+    """The reply with its code blocks blanked: a dict in a ```python block is code, not the call."""
+    return _FENCE.sub(lambda m: m.group(0) if m.group(1).lower() in ("", "json") else "", text)
+
+
+@_never_raises(EXPECTED_TOOL_CALL)
 def parse_tool_call(text: str, native_calls: tuple[dict[str, str], ...] = ()) -> ToolCallAction | ParseFailure:
     """A native tool call if the provider returned one, else the JSON object in the text."""
     text = acted_text(text)
@@ -270,8 +305,11 @@ def parse_tool_call(text: str, native_calls: tuple[dict[str, str], ...] = ()) ->
     if data is None:
         return ParseFailure(text.strip(), f"{_no_object_message(text, problem)}\n{EXPECTED_TOOL_CALL}",
                             prose_only=problem is None and bool(text.strip()))
-    name = data.get("tool") or data.get("name") or data.get("action")
     arguments = data.get("arguments", data.get("action_input", data.get("args", {})))
+    name = data.get("tool")
+    if name is None and any(key in data for key in ("arguments", "action_input", "args")):
+        # "name" and "action" are common keys in data; they name a tool only beside arguments.
+        name = data.get("name") or data.get("action")
     if not isinstance(name, str) or not name:
         return ParseFailure(text.strip(), f'Your JSON object had no "tool" name.\n{EXPECTED_TOOL_CALL}')
     if not isinstance(arguments, dict):
@@ -295,6 +333,7 @@ EXPECTED_JSON_CODE = ('Reply with one JSON object and nothing else: {"thought": 
                       "when you are done.")
 
 
+@_never_raises(EXPECTED_JSON_CODE)
 def parse_json_code(text: str) -> CodeAction | ParseFailure:
     """``code_format="json"``: the whole reply must be {"thought": ..., "code": ...}."""
     data, problem = _first_json_object(text)
@@ -306,7 +345,7 @@ def parse_json_code(text: str) -> CodeAction | ParseFailure:
     if (not isinstance(code, str) or not code.strip()) and "final_answer" in data:
         # {"code": "", "final_answer": [1004, 1009]}: a small model's way to finish, and
         # only data: it runs as final_answer(<that value>) through the same sandbox.
-        return CodeAction(thought, f"final_answer({data['final_answer']!r})")
+        return _final_answer_key(thought, data["final_answer"])
     if not isinstance(code, str):
         keys = ", ".join(json.dumps(str(k)) for k in data) or "none"
         return ParseFailure(text.strip(), f'Your JSON object had no "code" string (its keys: {keys}).\n'
@@ -317,3 +356,17 @@ def parse_json_code(text: str) -> CodeAction | ParseFailure:
                                      'call final_answer in the code: {"thought": "...", "code": '
                                      '"final_answer(result)"}.')
     return CodeAction(thought, code)
+
+
+def _final_answer_key(thought: str, value: object) -> CodeAction | ParseFailure:
+    """The value as a Python literal of JSON data, so that it can only be data.
+
+    repr of NaN or Infinity is a bare name (``nan``), which the sandbox would look up.
+    """
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return ParseFailure(thought, '"final_answer" must be JSON data: NaN and Infinity are not. '
+                                     'Put the value in the code instead: {"thought": "...", "code": '
+                                     '"final_answer(result)"}.')
+    return CodeAction(thought, f"final_answer({value!r})")

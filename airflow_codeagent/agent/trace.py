@@ -65,17 +65,33 @@ def to_json_native(value: Any, *, _depth: int = 0) -> Any:
         return f"<unrepresentable {type(value).__name__}>"
 
 
+def _written_forms(secret: str) -> set[str]:
+    """The secret as text, and as it reads once escaped inside a JSON or Python string.
+
+    A model that puts a password with a quote or a backslash into a JSON tool call or
+    into code writes it escaped, and the plain value would not match that text.
+    """
+    escaped = secret.replace("\\", "\\\\")
+    return {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
+            repr(secret)[1:-1], escaped.replace("'", "\\'"), escaped.replace('"', '\\"')}
+
+
 class Redactor:
     """Replaces known secret values wherever they appear in a JSON document."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # Longest first, so a secret that contains another is replaced whole.
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        self._secrets: list[str] = []
+        for secret in secrets:
+            self.add(secret)
 
     def add(self, secret: str) -> None:
-        if secret and len(secret) >= 4 and secret not in self._secrets:
-            self._secrets.append(secret)
-            self._secrets.sort(key=len, reverse=True)
+        if not secret or len(secret) < 4:
+            return
+        for form in _written_forms(secret):
+            if form not in self._secrets:
+                self._secrets.append(form)
+        # Longest first, so a secret that contains another is replaced whole.
+        self._secrets.sort(key=len, reverse=True)
 
     def text(self, value: str) -> str:
         for secret in self._secrets:

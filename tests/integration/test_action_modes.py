@@ -100,18 +100,25 @@ def test_native_tool_call_arguments_that_are_not_json_are_named_back(llm_server)
     jsonschema.validate(run.trace, load_schema())
 
 
-@pytest.mark.parametrize("options", [{"action_mode": "json"}, {"code_format": "json"}])
-def test_a_reply_nested_too_deeply_for_json_is_a_parse_error_not_a_crash(llm_server, options):
-    """A hostile or degenerate reply must not take the run down: json raises RecursionError."""
-    deep = '{"thought": "t", "code": ' + "[" * 5000 + "]" * 5000 + "}"
-    finish = call("final_answer", answer=1) if options.get("action_mode") else \
-        json.dumps({"thought": "t", "code": "final_answer(1)"})
-    server = llm_server([deep, finish])
+@pytest.mark.parametrize("options", [{"action_mode": "json"}, {"code_format": "json"}, {}])
+@pytest.mark.parametrize(("reply", "told"), [
+    ('{"thought": "t", "code": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply to read"),
+    ('{"thought": "t", "code": ' + "1" * 4301 + "}", "Exceeds the limit (4300 digits)"),
+    ("print(" + "-" * 2979 + "1)", ""),
+], ids=["nested 5,000 deep", "4,301-digit number", "2,979 unary minuses"])
+def test_a_reply_json_or_ast_cannot_read_is_a_parse_error_in_the_trace_not_a_crash(llm_server, options, reply, told):
+    """A hostile or degenerate reply must not take the run down: json and ast raise on these."""
+    finish = {"action_mode": call("final_answer", answer=1),
+              "code_format": json.dumps({"thought": "t", "code": "final_answer(1)"})}
+    server = llm_server([reply, next((finish[k] for k in options), "```python\nfinal_answer(1)\n```")])
     run = agent(server, **options).run("One")
 
     assert run.status is RunStatus.FINAL_ANSWER and run.answer == 1
-    assert run.trace["steps"][0]["error"]["type"] == "ParseError"
-    assert "nested too deeply to read" in server.requests[1].messages[-1]["content"]
+    first = run.trace["steps"][0]
+    assert first["model_output"] == reply
+    assert first["error"]["type"] in ("ParseError", "SyntaxError")  # markdown mode runs unfenced code
+    feedback = server.requests[1].messages[-1]["content"]
+    assert feedback.startswith("Error: ") and (told in feedback or not options)  # markdown mode has no JSON to read
 
 
 def test_json_code_format_uses_structured_output_where_supported(llm_server):

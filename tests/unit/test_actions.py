@@ -147,7 +147,7 @@ def test_prose_reply_in_json_code_format_is_prose_only(reply):
 
 
 def test_a_broken_object_after_prose_braces_is_the_one_described():
-    failure = parse_json_code('Use {store} then: {"thought": "t" "code": "x=1"}')
+    failure = parse_json_code('Use {store} then:\n{"thought": "t" "code": "x=1"}')
     assert isinstance(failure, ParseFailure) and not failure.prose_only
     assert 'near `{"thought": "t" "code": "x=1"}`' in failure.message
 
@@ -180,8 +180,8 @@ def test_a_reply_full_of_python_dicts_is_evaluated_once_not_from_every_brace(mon
     evaluated: list[str] = []
     literal_eval = actions.ast.literal_eval
     monkeypatch.setattr(actions.ast, "literal_eval", lambda source: evaluated.append(source) or literal_eval(source))
-    rows = "[" + ", ".join(f"{{'store': 'S-{i:04}', 'revenue': {i}}}" for i in range(5000)) + "]"
-    failure = parse_json_code("Rows: " + rows)
+    rows = "\n".join(f"{{'store': 'S-{i:04}', 'revenue': {i}}}," for i in range(5000))
+    failure = parse_json_code("Rows:\n" + rows)
 
     assert isinstance(failure, ParseFailure)
     assert 'its keys: "store", "revenue"' in failure.message
@@ -214,3 +214,68 @@ def test_native_tool_call_arguments_nested_too_deeply_are_a_parse_failure():
 
     assert isinstance(action, ParseFailure)
     assert action.message.startswith("Your JSON is nested too deeply to read")
+
+
+_HOSTILE_REPLIES = {
+    "a 4,301-digit number": '{"tool": "x", "arguments": {"n": ' + "1" * 4301 + "}}",
+    "an envelope nested 991 deep": '{"code": "x", "a": ' + "[" * 991 + "]" * 991 + "}",
+    "2,979 unary minuses": "print(" + "-" * 2979 + "1)",
+    "200 unclosed dict lines": "{'a': 1,\n" * 200,
+}
+
+
+@pytest.mark.parametrize("parse", [parse_code_action, parse_json_code, parse_tool_call])
+@pytest.mark.parametrize("reply", list(_HOSTILE_REPLIES.values()), ids=list(_HOSTILE_REPLIES))
+def test_a_reply_that_json_or_ast_cannot_read_is_a_parse_failure_not_an_exception(parse, reply):
+    # json and ast raise ValueError, RecursionError or MemoryError on these; before, that ended
+    # the run with the reply missing from the trace.
+    assert isinstance(parse(reply), ParseFailure)
+
+
+@pytest.mark.parametrize("reply", [
+    "I would write:\n```python\nplan = {'tool': 'delete_rows', 'arguments': {'table': 'orders'}}\n```\n"
+    "but there is nothing to run yet.",
+    'The call {"tool": "drop_table", "arguments": {"name": "tmp"}} would be destructive, so I ask first.',
+    'The record was:\n{"name": "list_tables", "rows": 3}',
+])
+def test_a_call_the_model_only_shows_or_mentions_is_not_made(reply):
+    assert isinstance(parse_tool_call(reply), ParseFailure)
+
+
+def test_a_call_on_its_own_line_after_the_thought_is_made():
+    reply = 'Thought: rates first.\n{"tool": "get_rate", "arguments": {"currency": "USD"}} then convert.'
+    assert parse_tool_call(reply) == ToolCallAction("", "get_rate", {"currency": "USD"})
+    assert parse_tool_call('{"name": "get_rate", "arguments": {}}') == ToolCallAction("", "get_rate", {})
+
+
+def test_a_fence_with_an_info_string_is_still_the_code_and_later_prose_is_not():
+    reply = ('I will check first.\n```python title="check.py"\nrows = list_orders()\n```\n'
+             "If it is empty I will call\n```\ndelete_orders()\n```")
+    action = parse_code_action(reply)
+    assert action == CodeAction("I will check first.", "rows = list_orders()\n\ndelete_orders()")
+
+
+def test_a_fence_inside_a_python_string_does_not_silently_change_the_code():
+    reply = '```python\nreport = """\n```sql\nSELECT 1\n```\n"""\nprint(report)\n```'
+    action = parse_code_action(reply)
+    # The inner bare ``` still closes the block; the code then fails to compile and the model
+    # sees a SyntaxError, instead of a different program running without a word.
+    assert action.code == 'report = """\n```sql\nSELECT 1'
+
+
+@pytest.mark.parametrize("reply", ["Total: 2813.35 (USD)", "Answer: Paris (France)"])
+def test_a_label_line_that_parses_as_an_annotation_is_prose_not_code(reply):
+    failure = parse_code_action(reply)
+    assert isinstance(failure, ParseFailure) and failure.prose_only
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_a_final_answer_key_that_is_not_json_data_is_refused_not_run_as_a_name(value):
+    failure = parse_json_code(f'{{"thought": "t", "code": "", "final_answer": {value}}}')
+    assert isinstance(failure, ParseFailure)
+    assert failure.message.startswith('"final_answer" must be JSON data: NaN and Infinity are not.')
+
+
+def test_a_python_dict_with_a_unicode_line_separator_in_a_string_is_read():
+    reply = "{'tool': 'get_rate', 'note': 'a\u2028b',\n 'arguments': {'currency': 'USD'}}"
+    assert parse_tool_call(reply) == ToolCallAction("", "get_rate", {"currency": "USD"})

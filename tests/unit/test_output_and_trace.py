@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from airflow_codeagent.agent.trace import Redactor, to_json_native
 from airflow_codeagent.agent.truncation import truncate_middle
 from airflow_codeagent.sandbox.output import OutputBuffer
@@ -33,6 +35,17 @@ def test_redactor_replaces_secrets_everywhere_longest_first():
     redactor = Redactor(["abcd", "abcd-efgh-long"])
     document = {"k": ["x abcd-efgh-long y", {"abcd": "abcd"}], "n": 3}
     assert redactor.document(document) == {"k": ["x *** y", {"***": "***"}], "n": 3}
+
+
+@pytest.mark.parametrize("written", [
+    '{"password": "hunter\\"2\\\\x\\u00e9"}',      # json.dumps, ASCII
+    '{"password": "hunter\\"2\\\\xé"}',              # json.dumps, ensure_ascii=False
+    "connect(password='hunter\"2\\\\xé')",            # repr
+    'connect(password="hunter\\"2\\\\xé")',          # a double-quoted Python string
+])
+def test_redactor_finds_a_secret_written_escaped_in_json_or_python(written):
+    # A password with a quote and a backslash, as a model writes it into a tool call or code.
+    assert "hunter" not in Redactor(['hunter"2\\xé']).text(written)
 
 
 def test_to_json_native_keeps_data_and_reprs_the_rest():
