@@ -191,6 +191,7 @@ class ToolCallAction:
     name: str
     arguments: dict
     call_id: str | None = None  # set for native tool calls, echoed in the tool message
+    not_called: tuple[str, ...] = ()  # further native calls in the same reply: one call per step
 
     def as_json(self) -> str:
         return json.dumps({"tool": self.name, "arguments": self.arguments}, ensure_ascii=False)
@@ -300,7 +301,8 @@ def parse_tool_call(text: str, native_calls: tuple[dict[str, str], ...] = ()) ->
                                               f"JSON ({exc}).\n{EXPECTED_TOOL_CALL}")
         if not isinstance(arguments, dict):
             return ParseFailure(text.strip(), f"Tool arguments must be a JSON object.\n{EXPECTED_TOOL_CALL}")
-        return ToolCallAction(text.strip(), call["name"], arguments, call["id"])
+        return ToolCallAction(text.strip(), call["name"], arguments, call["id"],
+                              tuple(other["name"] for other in native_calls[1:]))
     data, problem = _first_json_object(text)
     if data is None:
         return ParseFailure(text.strip(), f"{_no_object_message(text, problem)}\n{EXPECTED_TOOL_CALL}",
@@ -335,7 +337,12 @@ EXPECTED_JSON_CODE = ('Reply with one JSON object and nothing else: {"thought": 
 
 @_never_raises(EXPECTED_JSON_CODE)
 def parse_json_code(text: str) -> CodeAction | ParseFailure:
-    """``code_format="json"``: the whole reply must be {"thought": ..., "code": ...}."""
+    """``code_format="json"``: the whole reply must be {"thought": ..., "code": ...}.
+
+    As in markdown mode, what follows an invented "Observation:" is not acted on: the
+    agent's memory keeps only the acted text, so running more would run unseen code.
+    """
+    text = acted_text(text)
     data, problem = _first_json_object(text)
     if data is None:
         return ParseFailure(text.strip(), f"{_no_object_message(text, problem)}\n{EXPECTED_JSON_CODE}",

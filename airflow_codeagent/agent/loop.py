@@ -424,7 +424,7 @@ class _Run:
         for attempt in range(1, self.agent.parse_retries + 1):
             if not isinstance(action, ParseFailure):
                 break
-            step.rejected_outputs.append(completion.text)
+            step.rejected_outputs.append(completion.transcript)
             messages = [*messages, {"role": "assistant", "content": completion.text},
                         {"role": "user", "content": f"Error: {self._parse_feedback(action)}"}]
             completion = self._call_model(messages, step, deadline, f"{slot}.retry{attempt}")
@@ -434,7 +434,7 @@ class _Run:
         if repeated is None and last_success is not None and last_success.action_key == key:
             repeated = last_success
         if repeated is not None and self.agent.repeat_temperature is not None:
-            step.rejected_outputs.append(completion.text)
+            step.rejected_outputs.append(completion.transcript)
             messages = [*messages, {"role": "assistant", "content": completion.text},
                         {"role": "user", "content": repeated.repeat_note()}]
             try:
@@ -493,7 +493,7 @@ class _Run:
         return completion
 
     def _account(self, step: Step, completion: Completion, *, billed: bool) -> None:
-        step.add_model_call(completion.text, completion.input_tokens, completion.output_tokens,
+        step.add_model_call(completion.transcript, completion.input_tokens, completion.output_tokens,
                             completion.cost_usd, completion.latency_s,
                             [r.to_dict() for r in completion.retries])
         if billed:

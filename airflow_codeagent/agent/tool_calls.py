@@ -37,6 +37,15 @@ def schema_sent_as_arguments(arguments: Mapping[str, Any]) -> bool:
 def run_tool_call(action: ToolCallAction, tools: Mapping[str, Callable[..., Any]], step: Step,
                   max_observation_chars: int, parameters: Mapping[str, str] | None = None) -> str:
     """Fill ``step`` with the call and its outcome; return the observation text."""
+    observation = _run(action, tools, step, max_observation_chars, parameters)
+    if action.not_called:
+        observation += (f"\n(Only one tool call runs per step; not called: {', '.join(action.not_called)}. "
+                        "Call what you still need in the next step.)")
+    return observation
+
+
+def _run(action: ToolCallAction, tools: Mapping[str, Callable[..., Any]], step: Step,
+         max_observation_chars: int, parameters: Mapping[str, str] | None) -> str:
     step.code = action.as_json()
     started = time.perf_counter()
     if action.name == "final_answer":

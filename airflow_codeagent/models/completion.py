@@ -61,6 +61,16 @@ class Completion:
     # Native tool calls, each {"id", "name", "arguments"} with arguments as the JSON text sent.
     tool_calls: tuple[dict[str, str], ...] = field(default_factory=tuple)
 
+    @property
+    def transcript(self) -> str:
+        """The reply as the trace keeps it: its text, then each native tool call exactly as sent.
+
+        A native call's arguments arrive outside the text; without this, a call whose
+        arguments did not parse, or one beyond the first, would leave no trace.
+        """
+        calls = [f"[tool call] {call['name']} {call['arguments']}" for call in self.tool_calls]
+        return "\n".join([self.text, *calls]) if self.text else "\n".join(calls)
+
 
 def _call_cancellable(call: Callable[[], Any], cancel: threading.Event | None) -> Any:
     """Run a blocking HTTP call so that ``cancel`` (or a signal) interrupts the wait at once.

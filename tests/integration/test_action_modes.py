@@ -93,11 +93,28 @@ def test_native_tool_call_arguments_that_are_not_json_are_named_back(llm_server)
     assert run.status is RunStatus.FINAL_ANSWER and run.answer == 1.2
     bad_json = run.trace["steps"][0]
     assert bad_json["error"]["type"] == "ParseError"
+    assert bad_json["model_output"] == '[tool call] get_rate {"currency": GBP}'  # the call as sent
     assert "The arguments of your get_rate call are not valid JSON" in bad_json["error"]["message"]
     echoed, feedback = server.requests[1].messages[-2:]
     assert "tool_calls" not in echoed  # a call that was never made must not wait for a tool reply
     assert feedback["role"] == "user" and "not valid JSON" in feedback["content"]
     jsonschema.validate(run.trace, load_schema())
+
+
+def test_a_second_native_call_in_one_reply_is_named_back_not_dropped_silently(llm_server):
+    server = llm_server([
+        Reply(tool_calls=({"name": "get_rate", "arguments": {"currency": "USD"}},
+                          {"name": "get_rate", "arguments": {"currency": "GBP"}})),
+        Reply(tool_calls=({"name": "final_answer", "arguments": {"answer": 0.9}},)),
+    ])
+    run = agent(server, model="openai/gpt-4o-mini", action_mode="json").run("USD rate")
+
+    first = run.trace["steps"][0]
+    assert [call["arguments"] for call in first["tool_calls"]] == ["currency='USD'"]  # one call per step
+    assert first["model_output"] == ('[tool call] get_rate {"currency": "USD"}\n'
+                                     '[tool call] get_rate {"currency": "GBP"}')
+    told = server.requests[1].messages[-1]
+    assert told["role"] == "tool" and "not called: get_rate" in told["content"]
 
 
 @pytest.mark.parametrize("options", [{"action_mode": "json"}, {"code_format": "json"}, {}])

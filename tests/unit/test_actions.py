@@ -279,3 +279,10 @@ def test_a_final_answer_key_that_is_not_json_data_is_refused_not_run_as_a_name(v
 def test_a_python_dict_with_a_unicode_line_separator_in_a_string_is_read():
     reply = "{'tool': 'get_rate', 'note': 'a\u2028b',\n 'arguments': {'currency': 'USD'}}"
     assert parse_tool_call(reply) == ToolCallAction("", "get_rate", {"currency": "USD"})
+
+
+def test_json_code_after_an_invented_observation_is_not_run():
+    # The memory keeps only the text before "Observation:"; running the rest would run unseen code.
+    failure = parse_json_code('Observation: 3 rows.\n{"thought": "t", "code": "final_answer(3)"}')
+    assert isinstance(failure, ParseFailure)
+    assert parse_json_code('{"thought": "t", "code": "print(1)"}\nObservation: 1') == CodeAction("t", "print(1)")
