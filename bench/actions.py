@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_codeagent import CodeAgent
+from airflow_codeagent.agent.trace import to_json_native
 
 from bench import local_llm
 from bench.action_tasks import FAMILIES, ActionTask, all_tasks
@@ -601,6 +602,11 @@ def _check_suite(tasks: Sequence[ActionTask]) -> list[str]:
         where = f"task {task.name}"
         if not task.check(task.expected):
             problems.append(f"{where}: its checker rejects its own expected answer")
+        if not task.check(to_json_native(task.expected)):  # what --report re-checks from the JSONL
+            problems.append(f"{where}: its checker rejects its expected answer as the trace stores it")
+        for miss in task.near_misses:
+            if task.check(miss):
+                problems.append(f"{where}: its checker accepts the near miss {miss!r}")
         for wrong in (None, "", "I don't know", -1, [], {}):
             if task.check(wrong):
                 problems.append(f"{where}: its checker accepts {wrong!r}")

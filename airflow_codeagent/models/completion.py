@@ -11,7 +11,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +70,22 @@ class Completion:
         """
         calls = [f"[tool call] {call['name']} {call['arguments']}" for call in self.tool_calls]
         return "\n".join([self.text, *calls]) if self.text else "\n".join(calls)
+
+
+_CREDENTIAL_WORDS = ("key", "token", "secret", "password", "authorization")
+
+
+def _credential_values(settings: Mapping[str, Any]) -> Iterator[str]:
+    """The text values under a credential-like name, in nested settings too (``extra_headers``).
+
+    Only text: ``max_tokens=1024`` or a ``*_cost_per_token`` price is a number whose
+    name merely contains "token", and redacting it would mask every 1024 in the trace.
+    """
+    for name, value in settings.items():
+        if isinstance(value, Mapping):
+            yield from _credential_values(value)
+        elif isinstance(value, str) and value and any(word in str(name).lower() for word in _CREDENTIAL_WORDS):
+            yield value
 
 
 def _call_cancellable(call: Callable[[], Any], cancel: threading.Event | None) -> Any:
@@ -211,8 +227,7 @@ class LiteLLMModel:
     @property
     def secrets(self) -> list[str]:
         """Values that must never appear in a trace or a log."""
-        return [str(v) for k, v in self.model_kwargs.items()
-                if v and any(word in k.lower() for word in ("key", "token", "secret", "password"))]
+        return list(_credential_values(self.model_kwargs))
 
     def complete(self, messages: Sequence[Message], *, deadline: float | None = None,
                  overrides: Mapping[str, Any] | None = None,

@@ -13,6 +13,7 @@ import ast
 import datetime as dt
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -79,19 +80,27 @@ def as_number(value: Any) -> float | None:
         return None
 
 
+# A date the trace kept as its repr (the trace is JSON): re-checking a stored row must
+# judge it as the live check judged the date object.
+_DATE_REPR = re.compile(r"datetime\.(?:date|datetime)\((\d+), (\d+), (\d+)(?:, (\d+), (\d+)(?:, (\d+))?)?\)")
+
+
 def _text(value: Any, *, case: bool = False) -> str:
+    if isinstance(value, str) and (match := _DATE_REPR.fullmatch(value.strip())):
+        parts = [int(p) for p in match.groups() if p is not None]
+        value = dt.datetime(*parts) if len(parts) > 3 else dt.date(*parts)
     if isinstance(value, (dt.date, dt.datetime)):
         value = value.isoformat()
     text = str(value).strip().strip("'\"`").strip()
     return text if case else text.lower()
 
 
-def _scalar_key(value: Any) -> str:
+def _scalar_key(value: Any, *, exact_text: bool = False) -> str:
     """Compare list elements and dict keys as text, numbers by value (1004 == "1004" == 1004.0)."""
     number = as_number(value) if not isinstance(value, str) or value.strip()[:1].isdigit() else None
     if number is not None:
         return str(int(number)) if number == int(number) else repr(round(number, 6))
-    return _text(value)
+    return value if exact_text and isinstance(value, str) else _text(value)
 
 
 def number(expected: float, tol: float = 0.011) -> Checker:
@@ -123,17 +132,22 @@ def iso_date(expected: str) -> Checker:
     return check
 
 
-def same_items(expected: list[Any], *, ordered: bool = False) -> Checker:
-    """A list (or set) with exactly these elements; numbers and numeric strings are equal."""
-    want = [_scalar_key(v) for v in expected]
+def same_items(expected: list[Any], *, ordered: bool = False, exact_text: bool = False) -> Checker:
+    """A list (or set) with exactly these elements; numbers and numeric strings are equal.
 
-    @_described(f"{'the list' if ordered else 'these elements in any order'}: {expected!r}")
+    ``exact_text`` compares strings as written, for tasks whose point is the normalizing
+    (lowercase emails, canonical SKUs): there, case and spaces are the answer.
+    """
+    want = [_scalar_key(v, exact_text=exact_text) for v in expected]
+    exactly = ", text exactly as written" if exact_text else ""
+
+    @_described(f"{'the list' if ordered else 'these elements in any order'}{exactly}: {expected!r}")
     def check(answer: Any) -> bool:
         if isinstance(answer, (set, frozenset)) and not ordered:
             answer = list(answer)
         if not isinstance(answer, list):
             return False
-        got = [_scalar_key(v) for v in answer]
+        got = [_scalar_key(v, exact_text=exact_text) for v in answer]
         return got == want if ordered else sorted(got) == sorted(want)
 
     return check

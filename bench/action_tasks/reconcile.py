@@ -111,7 +111,8 @@ def duplicate_contacts() -> ActionTask:
         prompt=("Some CRM contacts are duplicates that differ only in letter case or surrounding "
                 "spaces of their email. Return the sorted list of normalized emails (lowercase, no "
                 "spaces) that occur more than once."),
-        tools=[get_crm_contacts], expected=expected, check=c.same_items(expected), min_calls=1,
+        tools=[get_crm_contacts], expected=expected, check=c.same_items(expected, exact_text=True),
+        near_misses=[[e.upper() for e in expected], [f" {e}" for e in expected]], min_calls=1,
         reference=("counts = {}\n"
                    "for r in get_crm_contacts():\n"
                    "    e = r['email'].strip().lower()\n"

@@ -165,7 +165,8 @@ def ticket_emails() -> ActionTask:
         name="ticket_emails", family="text",
         prompt=("Collect every complete email address mentioned in tickets T-1 and T-2. Return them "
                 "lowercased, without duplicates, as a sorted list."),
-        tools=[get_ticket_text], expected=expected, check=c.same_items(expected), min_calls=2,
+        tools=[get_ticket_text], expected=expected, check=c.same_items(expected, exact_text=True),
+        near_misses=[[e.upper() for e in expected]], min_calls=2,
         reference=("import re\n"
                    "text = get_ticket_text('T-1') + ' ' + get_ticket_text('T-2')\n"
                    "found = re.findall(r'[\\w.+-]+@[\\w-]+(?:\\.[\\w-]+)+', text)\n"
@@ -233,7 +234,8 @@ def normalize_skus() -> ActionTask:
         prompt=("Normalize the SKUs from get_sku_list to the canonical form \"SKU-\" followed by the "
                 "number zero-padded to 3 digits (\"sku_10\" and \"SKU-0010\" both become "
                 "\"SKU-010\"). Return the sorted list of distinct canonical SKUs."),
-        tools=[get_sku_list], expected=expected, check=c.same_items(expected), min_calls=1,
+        tools=[get_sku_list], expected=expected, check=c.same_items(expected, exact_text=True),
+        near_misses=[[s.lower() for s in expected], [s.replace("-", "_") for s in expected]], min_calls=1,
         reference=("import re\n"
                    "final_answer(sorted(set('SKU-%03d' % int(re.search(r'\\d+', s).group())"
                    " for s in get_sku_list())))"),

@@ -391,6 +391,19 @@ def test_api_key_and_declared_secrets_are_redacted_from_the_trace(llm_server):
     assert server.requests[0].headers["authorization"] == "Bearer sk-test-key-0001"
 
 
+def test_numeric_model_settings_named_like_tokens_are_not_taken_for_secrets(llm_server):
+    # "max_tokens" contains "token"; redacting 1024 would mask every 1024 in the trace's data.
+    server = llm_server([code("print('sent Bearer hdr-secret-0002')"), code("final_answer(1024)")])
+    agent = CodeAgent("openai/scripted-model", retry=FAST_RETRY, model_kwargs={
+        "api_base": server.api_base, "api_key": "sk-test-key-0001", "max_tokens": 1024,
+        "extra_headers": {"Authorization": "Bearer hdr-secret-0002"}})
+    run = agent.run("How many rows?")
+
+    assert run.answer == 1024 and run.trace["steps"][1]["code"] == "final_answer(1024)"
+    assert server.requests[0].headers["authorization"] == "Bearer hdr-secret-0002"
+    assert run.trace["steps"][0]["stdout"] == "sent ***\n"  # a header credential is a secret too
+
+
 def test_trace_is_published_after_every_step(llm_server):
     server = llm_server([code("a = 1"), code("b = 2"), code("final_answer(a + b)")])
     published: list[dict] = []
