@@ -209,6 +209,15 @@ def run_one(task: ActionTask, mode: str, *, model: str, api_base: str, max_steps
 # ---------------------------------------------------------------- rows on disk
 
 
+def _end_torn_line(path: Path) -> None:
+    """A run killed mid-write leaves a line without its newline; the next row must not join it."""
+    if path.exists() and path.stat().st_size:
+        with path.open("rb+") as handle:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+
+
 def load_rows(path: Path) -> list[dict[str, Any]]:
     """Every row of the JSONL; a torn last line (killed mid-write) is skipped."""
     if not path.exists():
@@ -223,10 +232,6 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
             except ValueError:
                 print(f"warning: {path}:{number} is not JSON; ignored", file=sys.stderr)
     return rows
-
-
-def _key(row: Mapping[str, Any]) -> tuple[str, str, str]:
-    return (row.get("task", ""), row.get("mode", ""), row.get("model", ""))
 
 
 def current_rows(rows: Sequence[Mapping[str, Any]], tasks: Sequence[ActionTask], modes: Sequence[str],
@@ -498,6 +503,7 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"{len(tasks)} task(s) x {len(modes)} mode(s): {len(tasks) * len(modes) - len(pending)} already in "
           f"{args.out}, {len(todo)} to run" + "".join(f"; {m}: {why}" for m, why in unavailable.items() if why),
           flush=True)
+    _end_torn_line(args.out)
     with args.out.open("a", encoding="utf-8") as out:
         def write(row: Mapping[str, Any]) -> None:
             out.write(json.dumps(row, default=repr) + "\n")
@@ -726,6 +732,12 @@ def self_test() -> int:
             problems.append(f"resume made {len(server.requests) - calls} model calls; expected none")
         if len(load_rows(out)) != count:
             problems.append(f"resume appended {len(load_rows(out)) - count} rows; expected none")
+        # Killed mid-write: the last row torn in half, without its newline. Resume reruns that run only.
+        text = out.read_text(encoding="utf-8").rstrip("\n")
+        out.write_text(text[:len(text) - len(text.rsplit("\n", 1)[-1]) // 2], encoding="utf-8")
+        run_bench(build_parser().parse_args(argv))
+        if len(load_rows(out)) != count:
+            problems.append(f"after a torn last row, resume left {len(load_rows(out))} rows; expected {count}")
         if not (Path(tmp) / "actions.png").stat().st_size:
             problems.append("no chart written")
 
