@@ -140,9 +140,20 @@ def agent_fingerprint() -> str:
     return digest.hexdigest()[:12]
 
 
-def base_row(task: ActionTask, mode: str, *, model: str, max_steps: int) -> dict[str, Any]:
-    return {"model": model, "mode": mode, "task": task.name, "family": task.family,
-            "task_fp": task.fingerprint(), "min_calls": task.min_calls, "max_steps": max_steps,
+# What a row was measured under; a row is reused only under the same settings, so a run
+# with another temperature or output cap into the same file runs again instead of mixing in.
+# Rows written before temperature was recorded were all measured at the default, 0.0.
+_SETTING_DEFAULTS = {"temperature": 0.0}
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"model": args.model, "max_steps": args.max_steps, "max_tokens": args.max_tokens or None,
+            "temperature": args.temperature}
+
+
+def base_row(task: ActionTask, mode: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    return {**settings, "mode": mode, "task": task.name, "family": task.family,
+            "task_fp": task.fingerprint(), "min_calls": task.min_calls,
             "host": f"{platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}",
             "agent_fp": agent_fingerprint(),
             "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
@@ -152,8 +163,8 @@ def run_one(task: ActionTask, mode: str, *, model: str, api_base: str, max_steps
             max_tokens: int | None, temperature: float, max_run_seconds: float | None,
             include_trace: bool = True) -> dict[str, Any]:
     """Run one task in one mode; always returns a row, never raises for a model's failure."""
-    row = base_row(task, mode, model=model, max_steps=max_steps)
-    row["max_tokens"] = max_tokens
+    row = base_row(task, mode, {"model": model, "max_steps": max_steps, "max_tokens": max_tokens,
+                                "temperature": temperature})
     model_kwargs: dict[str, Any] = {"api_base": api_base, "api_key": "local", "temperature": temperature}
     if max_tokens:
         model_kwargs["max_tokens"] = max_tokens
@@ -235,14 +246,14 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def current_rows(rows: Sequence[Mapping[str, Any]], tasks: Sequence[ActionTask], modes: Sequence[str],
-                 model: str, max_steps: int) -> dict[tuple[str, str], dict[str, Any]]:
-    """The latest row per (task, mode) for this model, step cap and task version."""
+                 settings: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The latest row per (task, mode) for these settings (model, caps, temperature) and task version."""
     by_name = {t.name: t for t in tasks}
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
         task = by_name.get(row.get("task", ""))
-        if (task is not None and row.get("model") == model and row.get("mode") in modes
-                and row.get("task_fp") == task.fingerprint() and row.get("max_steps") == max_steps):
+        if (task is not None and row.get("mode") in modes and row.get("task_fp") == task.fingerprint()
+                and all(row.get(k, _SETTING_DEFAULTS.get(k)) == v for k, v in settings.items())):
             latest[(row["task"], row["mode"])] = rejudge(dict(row), task)
     return latest
 
@@ -465,7 +476,7 @@ def chart_path(args: argparse.Namespace) -> Path | None:
 
 
 def write_outputs(args: argparse.Namespace, tasks: Sequence[ActionTask], modes: Sequence[str]) -> dict[str, Any]:
-    latest = current_rows(load_rows(args.out), tasks, modes, args.model, args.max_steps)
+    latest = current_rows(load_rows(args.out), tasks, modes, run_settings(args))
     summary = summarize(latest, tasks, modes)
     header = (f"model {args.model}; {len(tasks)} tasks; modes {','.join(modes)}; max_steps {args.max_steps}; "
               f"rows from {args.out}")
@@ -495,7 +506,7 @@ def run_bench(args: argparse.Namespace) -> int:
         write_outputs(args, tasks, modes)
         return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    latest = current_rows(load_rows(args.out), tasks, modes, args.model, args.max_steps)
+    latest = current_rows(load_rows(args.out), tasks, modes, run_settings(args))
     unavailable = {m: mode_unavailable(m) for m in modes}
     # Paired: every mode of a task runs before the next task, in the same order for every task.
     pending = [(t, m) for t in run_order(tasks) for m in modes if not is_done(latest.get((t.name, m)))]
@@ -512,7 +523,7 @@ def run_bench(args: argparse.Namespace) -> int:
         for task, mode in pending:
             # A missing mode leaves one marker row per task (so the table says why), not one per attempt.
             if unavailable[mode] is not None and (task.name, mode) not in latest:
-                write({**base_row(task, mode, model=args.model, max_steps=args.max_steps), "success": False,
+                write({**base_row(task, mode, run_settings(args)), "success": False,
                        "status": "unavailable", "harness_error": True, "error": unavailable[mode]})
         if todo:
             with _server_if_asked(args) as api_base:
@@ -707,7 +718,7 @@ def self_test() -> int:
         if run_bench(build_parser().parse_args(argv)) != 0:
             problems.append("first run did not exit 0")
         rows = load_rows(out)
-        latest = current_rows(rows, tasks, list(MODES), "openai/scripted-model", 8)
+        latest = current_rows(rows, tasks, list(MODES), run_settings(build_parser().parse_args(argv)))
         for mode in MODES:
             for task in tasks:
                 row = latest.get((task.name, mode))
@@ -738,6 +749,11 @@ def self_test() -> int:
         run_bench(build_parser().parse_args(argv))
         if len(load_rows(out)) != count:
             problems.append(f"after a torn last row, resume left {len(load_rows(out))} rows; expected {count}")
+        # Another temperature into the same file is another measurement, not a resume.
+        calls = len(server.requests)
+        run_bench(build_parser().parse_args([*argv, "--temperature", "0.5", "--tasks", tasks[0].name]))
+        if len(server.requests) == calls or len(load_rows(out)) != count + len(MODES):
+            problems.append("a run at another temperature was skipped as already measured")
         if not (Path(tmp) / "actions.png").stat().st_size:
             problems.append("no chart written")
 
