@@ -475,7 +475,9 @@ class _Run:
         if plan.max_tokens is not None:
             overrides["max_tokens"] = max(1, plan.max_tokens)
         if self.agent.stop_sequences and "stop" not in model.model_kwargs:
-            overrides["stop"] = self.agent.stop_sequences
+            # OpenAI takes at most 4; the mode's are a saving, the caller's are kept whole.
+            room = max(0, 4 - len(self.agent.stop_sequences))
+            overrides["stop"] = [*self.agent.stop_sequences, *self.agent.mode.stop_sequences[:room]]
         overrides.update(self.agent.mode.request_overrides())
         if temperature is not None:
             overrides["temperature"] = temperature

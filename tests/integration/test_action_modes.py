@@ -55,6 +55,28 @@ def test_prompted_json_mode_calls_one_tool_per_step(llm_server):
     jsonschema.validate(run.trace, load_schema())
 
 
+_PROMPTED_JSON_STOPS = ["Observation:", ', {"thought"', '\n{"thought"']
+_JSON_FINISH = call("final_answer", answer=1)
+_CODE_JSON_FINISH = json.dumps({"thought": "t", "code": "final_answer(1)"})
+_NATIVE_FINISH = Reply(tool_calls=({"name": "final_answer", "arguments": {"answer": 1}},))
+
+
+@pytest.mark.parametrize(("options", "model", "reply", "stop"), [
+    ({"action_mode": "json"}, "openai/scripted-model", _JSON_FINISH, _PROMPTED_JSON_STOPS),
+    ({"code_format": "json"}, "openai/scripted-model", _CODE_JSON_FINISH, _PROMPTED_JSON_STOPS),
+    ({"action_mode": "json"}, "openai/gpt-4o-mini", _NATIVE_FINISH, ["Observation:"]),  # no JSON text
+    ({"code_format": "json"}, "openai/gpt-4o-mini", _CODE_JSON_FINISH, ["Observation:"]),  # one object
+    ({}, "openai/scripted-model", "```python\nfinal_answer(1)\n```", ["Observation:"]),
+], ids=["json prompted", "code-json prompted", "json native", "code-json structured", "markdown"])
+def test_a_prompted_json_reply_stops_where_a_second_object_would_start(llm_server, options, model, reply, stop):
+    # The 1.5B model planned every call in one reply ({...}, {...}, ...); only the first is acted on.
+    server = llm_server([reply])
+    run = agent(server, model=model, **options).run("One")
+
+    assert run.answer == 1
+    assert server.requests[0].body["stop"] == stop
+
+
 def test_native_tool_calls_use_the_provider_interface(llm_server):
     server = llm_server([
         Reply(tool_calls=({"name": "get_rate", "arguments": {"currency": "GBP"}},)),
