@@ -20,8 +20,8 @@ def llm_server():
     """Start a scripted OpenAI-compatible server on 127.0.0.1; ``llm_server(script)``."""
     servers: list[ScriptedLLMServer] = []
 
-    def start(script=()):
-        server = ScriptedLLMServer(script).start()
+    def start(script=(), **options):
+        server = ScriptedLLMServer(script, **options).start()
         servers.append(server)
         return server
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -78,10 +78,15 @@ class ScriptedLLMServer:
     """
 
     def __init__(self, script: Iterable[ScriptEntry] = (), *, model: str = "scripted-model",
-                 responder: Callable[[RecordedRequest], ScriptEntry | None] | None = None) -> None:
+                 responder: Callable[[RecordedRequest], ScriptEntry | None] | None = None,
+                 honour_stop: bool = False) -> None:
         """``responder`` may answer a request itself (return an entry) before the script is used,
-        e.g. to answer side calls such as summaries wherever they happen."""
+        e.g. to answer side calls such as summaries wherever they happen.
+
+        ``honour_stop`` cuts each reply text before the first of the request's ``stop``
+        strings, as a real server does; off by default, so a script sends exactly its text."""
         self._script: deque[ScriptEntry] = deque(script)
+        self.honour_stop = honour_stop
         self.responder = responder
         self._lock = threading.Lock()
         self.requests: list[RecordedRequest] = []
@@ -173,6 +178,8 @@ class ScriptedLLMServer:
                     return
                 if isinstance(entry, str):
                     entry = Reply(entry)
+                if isinstance(entry, Reply) and server.honour_stop:
+                    entry = _cut_at_stop(entry, body.get("stop"))
                 if isinstance(entry, Reply):
                     if entry.delay_s:
                         time.sleep(entry.delay_s)
@@ -187,6 +194,12 @@ class ScriptedLLMServer:
                     self.connection.close()
 
         return Handler
+
+
+def _cut_at_stop(reply: Reply, stop: str | list[str] | None) -> Reply:
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    cuts = [reply.text.find(s) for s in stops if s and s in reply.text]
+    return replace(reply, text=reply.text[:min(cuts)]) if cuts else reply
 
 
 def _arguments_text(arguments: dict[str, Any] | str) -> str:

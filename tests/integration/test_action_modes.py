@@ -55,26 +55,51 @@ def test_prompted_json_mode_calls_one_tool_per_step(llm_server):
     jsonschema.validate(run.trace, load_schema())
 
 
-_PROMPTED_JSON_STOPS = ["Observation:", ', {"thought"', '\n{"thought"']
-_JSON_FINISH = call("final_answer", answer=1)
-_CODE_JSON_FINISH = json.dumps({"thought": "t", "code": "final_answer(1)"})
+_PROMPTED_JSON_STOPS = ["Observation:", ', {"thought"', '```\n\n```json']
 _NATIVE_FINISH = Reply(tool_calls=({"name": "final_answer", "arguments": {"answer": 1}},))
 
 
 @pytest.mark.parametrize(("options", "model", "reply", "stop"), [
-    ({"action_mode": "json"}, "openai/scripted-model", _JSON_FINISH, _PROMPTED_JSON_STOPS),
-    ({"code_format": "json"}, "openai/scripted-model", _CODE_JSON_FINISH, _PROMPTED_JSON_STOPS),
     ({"action_mode": "json"}, "openai/gpt-4o-mini", _NATIVE_FINISH, ["Observation:"]),  # no JSON text
-    ({"code_format": "json"}, "openai/gpt-4o-mini", _CODE_JSON_FINISH, ["Observation:"]),  # one object
+    ({"code_format": "json"}, "openai/gpt-4o-mini", json.dumps({"thought": "t", "code": "final_answer(1)"}),
+     ["Observation:"]),  # structured output: the reply is one object
     ({}, "openai/scripted-model", "```python\nfinal_answer(1)\n```", ["Observation:"]),
-], ids=["json prompted", "code-json prompted", "json native", "code-json structured", "markdown"])
-def test_a_prompted_json_reply_stops_where_a_second_object_would_start(llm_server, options, model, reply, stop):
-    # The 1.5B model planned every call in one reply ({...}, {...}, ...); only the first is acted on.
+], ids=["json native", "code-json structured", "markdown"])
+def test_only_a_prompted_json_format_gets_the_next_object_stops(llm_server, options, model, reply, stop):
     server = llm_server([reply])
     run = agent(server, model=model, **options).run("One")
 
     assert run.answer == 1
     assert server.requests[0].body["stop"] == stop
+
+
+def _fenced(*objects: str) -> str:
+    return "\n\n".join(f"```json\n{o}\n```" for o in objects)
+
+
+@pytest.mark.parametrize(("options", "first", "then"), [
+    ({"action_mode": "json"}, call("get_rate", currency="USD"), call("final_answer", answer=0.5)),
+    ({"code_format": "json"}, json.dumps({"thought": "t", "code": "rate = get_rate('USD')\nprint(rate)"}),
+     json.dumps({"thought": "t", "code": "final_answer(0.5)"})),
+], ids=["json", "code-json"])
+@pytest.mark.parametrize("joined", ["fenced", "comma"])
+def test_a_prompted_json_reply_ends_where_a_second_object_would_start(llm_server, options, first, then, joined):
+    """The 1.5B model planned every call in one reply; only the first object is acted on.
+
+    The server cuts at the stop strings as llama.cpp and OpenAI do: the first object,
+    fence included, must come through whole, and nothing of the planned rest.
+    """
+    planned = _fenced(first, then) if joined == "fenced" else f"{first}, {then}"
+    finish = call("final_answer", answer=0.9) if "action_mode" in options else \
+        json.dumps({"thought": "t", "code": "final_answer(rate)"})
+    server = llm_server([planned, finish], honour_stop=True)
+    run = agent(server, **options).run("USD rate")
+
+    assert server.requests[0].body["stop"] == _PROMPTED_JSON_STOPS
+    assert run.status is RunStatus.FINAL_ANSWER and run.answer == 0.9  # the planned 0.5 never ran
+    first_step = run.trace["steps"][0]
+    assert first_step["error"] is None and "0.9" in (first_step["value"] or first_step["stdout"])
+    assert first_step["model_output"] == (f"```json\n{first}\n" if joined == "fenced" else first)
 
 
 def test_native_tool_calls_use_the_provider_interface(llm_server):
