@@ -48,9 +48,9 @@ def _never_raises(expected: str) -> Callable[[_Parser], _Parser]:
     """
     def decorate(parse: _Parser) -> _Parser:
         @functools.wraps(parse)
-        def guarded(text: str, *args: object) -> object:
+        def guarded(text: str, *args: object, **kwargs: object) -> object:
             try:
-                return parse(text, *args)
+                return parse(text, *args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - any parser failure is the reply's fault
                 return ParseFailure("", f"Your reply could not be read ({type(exc).__name__}: "
                                         f"{str(exc)[:200]}).\n{expected}")
@@ -202,6 +202,9 @@ EXPECTED_TOOL_CALL = (
     '"arguments": {...}}. To finish, call the tool final_answer with {"answer": <value>}.'
 )
 
+EXPECTED_NATIVE_CALL = ("Call exactly one of the tools, with its arguments as one JSON object. To finish, call the "
+                        'tool final_answer with {"answer": <value>}.')
+
 _JSON_FENCE = re.compile(r"```(?:json)?\s*\n(.*?)(?:\n\s*```|\Z)", re.DOTALL)
 
 
@@ -287,25 +290,31 @@ def _without_other_fences(text: str) -> str:
 
 
 @_never_raises(EXPECTED_TOOL_CALL)
-def parse_tool_call(text: str, native_calls: tuple[dict[str, str], ...] = ()) -> ToolCallAction | ParseFailure:
-    """A native tool call if the provider returned one, else the JSON object in the text."""
+def parse_tool_call(text: str, native_calls: tuple[dict[str, str], ...] = (), *,
+                    native: bool = False) -> ToolCallAction | ParseFailure:
+    """A native tool call if the provider returned one, else the JSON object in the text.
+
+    ``native``: the model was offered tools natively, so it is told to call one, not to
+    write JSON text (which is still accepted from it).
+    """
     text = acted_text(text)
+    expected = EXPECTED_NATIVE_CALL if native else EXPECTED_TOOL_CALL
     if native_calls:
         call = native_calls[0]
         try:
             arguments = json.loads(call["arguments"] or "{}")
         except RecursionError:
-            return ParseFailure(text.strip(), f"{_TOO_DEEP}\n{EXPECTED_TOOL_CALL}")
+            return ParseFailure(text.strip(), f"{_TOO_DEEP}\n{expected}")
         except ValueError as exc:
             return ParseFailure(text.strip(), f"The arguments of your {call['name']} call are not valid "
-                                              f"JSON ({exc}).\n{EXPECTED_TOOL_CALL}")
+                                              f"JSON ({exc}).\n{expected}")
         if not isinstance(arguments, dict):
-            return ParseFailure(text.strip(), f"Tool arguments must be a JSON object.\n{EXPECTED_TOOL_CALL}")
+            return ParseFailure(text.strip(), f"Tool arguments must be a JSON object.\n{expected}")
         return ToolCallAction(text.strip(), call["name"], arguments, call["id"],
                               tuple(other["name"] for other in native_calls[1:]))
     data, problem = _first_json_object(text)
     if data is None:
-        return ParseFailure(text.strip(), f"{_no_object_message(text, problem)}\n{EXPECTED_TOOL_CALL}",
+        return ParseFailure(text.strip(), f"{_no_object_message(text, problem, native)}\n{expected}",
                             prose_only=problem is None and bool(text.strip()))
     arguments = data.get("arguments", data.get("action_input", data.get("args", {})))
     name = data.get("tool")
@@ -313,9 +322,9 @@ def parse_tool_call(text: str, native_calls: tuple[dict[str, str], ...] = ()) ->
         # "name" and "action" are common keys in data; they name a tool only beside arguments.
         name = data.get("name") or data.get("action")
     if not isinstance(name, str) or not name:
-        return ParseFailure(text.strip(), f'Your JSON object had no "tool" name.\n{EXPECTED_TOOL_CALL}')
+        return ParseFailure(text.strip(), f'Your JSON object had no "tool" name.\n{expected}')
     if not isinstance(arguments, dict):
-        return ParseFailure(text.strip(), f'"arguments" must be a JSON object.\n{EXPECTED_TOOL_CALL}')
+        return ParseFailure(text.strip(), f'"arguments" must be a JSON object.\n{expected}')
     return ToolCallAction(_thought_of(data), name, arguments)
 
 
@@ -324,10 +333,10 @@ def _thought_of(data: dict) -> str:
     return thought if isinstance(thought, str) else ""
 
 
-def _no_object_message(text: str, problem: str | None) -> str:
+def _no_object_message(text: str, problem: str | None, native: bool = False) -> str:
     if not text.strip():
         return "Your reply was empty."
-    return problem or "Your reply had no JSON object."
+    return problem or ("Your reply called no tool." if native else "Your reply had no JSON object.")
 
 
 EXPECTED_JSON_CODE = ('Reply with one JSON object and nothing else: {"thought": "<one sentence>", '

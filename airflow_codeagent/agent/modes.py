@@ -107,7 +107,7 @@ class JsonMode:
         return () if self.native else _NEXT_OBJECT
 
     def parse(self, completion: Completion) -> Action:
-        return parse_tool_call(completion.text, completion.tool_calls if self.native else ())
+        return parse_tool_call(completion.text, completion.tool_calls if self.native else (), native=self.native)
 
     def final_answer_how(self) -> str:
         return 'call the tool final_answer with {"answer": <value>}.'

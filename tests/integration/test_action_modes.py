@@ -130,6 +130,17 @@ def test_unknown_tool_is_named_back_to_the_model(llm_server):
     assert run.answer == "n/a"
 
 
+def test_a_native_model_that_calls_no_tool_is_told_to_call_one_not_to_write_json(llm_server):
+    server = llm_server(["The GBP rate is probably 1.2.",
+                         Reply(tool_calls=({"name": "final_answer", "arguments": {"answer": 1.2}},))])
+    run = agent(server, model="openai/gpt-4o-mini", action_mode="json").run("GBP rate")
+
+    assert run.answer == 1.2
+    told = server.requests[1].messages[-1]["content"]
+    assert told.startswith("Error: Your reply called no tool.\nCall exactly one of the tools")
+    assert "Reply with one JSON object" not in told
+
+
 def test_native_tool_call_arguments_that_are_not_json_are_named_back(llm_server):
     server = llm_server([
         Reply(tool_calls=({"name": "get_rate", "arguments": '{"currency": GBP}'},)),
