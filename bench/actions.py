@@ -489,8 +489,10 @@ def write_outputs(args: argparse.Namespace, tasks: Sequence[ActionTask], modes: 
     if path is not None:
         from bench import plot_actions
 
+        measured = len({task for (task, _), row in latest.items() if is_done(row)})
+        scope = f"{len(tasks)} tasks" if measured == len(tasks) else f"{measured} of {len(tasks)} tasks"
         plot_actions.plot(summary, path, title=f"code vs JSON actions: {args.model}, "
-                                               f"{len(tasks)} tasks, max_steps {args.max_steps}")
+                                               f"{scope}, max_steps {args.max_steps}")
         print(f"\nchart written to {path}")
     return summary
 
