@@ -159,17 +159,18 @@ def base_row(task: ActionTask, mode: str, settings: Mapping[str, Any]) -> dict[s
             "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
-def run_one(task: ActionTask, mode: str, *, model: str, api_base: str, max_steps: int,
-            max_tokens: int | None, temperature: float, max_run_seconds: float | None,
-            include_trace: bool = True) -> dict[str, Any]:
-    """Run one task in one mode; always returns a row, never raises for a model's failure."""
-    row = base_row(task, mode, {"model": model, "max_steps": max_steps, "max_tokens": max_tokens,
-                                "temperature": temperature})
-    model_kwargs: dict[str, Any] = {"api_base": api_base, "api_key": "local", "temperature": temperature}
-    if max_tokens:
-        model_kwargs["max_tokens"] = max_tokens
+def run_one(task: ActionTask, mode: str, settings: Mapping[str, Any], *, api_base: str,
+            max_run_seconds: float | None, include_trace: bool = True) -> dict[str, Any]:
+    """Run one task in one mode under ``run_settings``; always returns a row, never raises for a
+    model's failure."""
+    row = base_row(task, mode, settings)
+    model_kwargs: dict[str, Any] = {"api_base": api_base, "api_key": "local",
+                                    "temperature": settings["temperature"]}
+    if settings["max_tokens"]:
+        model_kwargs["max_tokens"] = settings["max_tokens"]
     try:
-        agent = CodeAgent(model, model_kwargs=model_kwargs, tools=list(task.tools), max_steps=max_steps,
+        agent = CodeAgent(settings["model"], model_kwargs=model_kwargs, tools=list(task.tools),
+                          max_steps=settings["max_steps"],
                           authorized_imports=AUTHORIZED_IMPORTS, max_run_seconds=max_run_seconds,
                           **MODES[mode])
     except (TypeError, ValueError) as exc:
@@ -533,8 +534,7 @@ def run_bench(args: argparse.Namespace) -> int:
                       f"max_tokens={args.max_tokens or None}; temperature={args.temperature}", flush=True)
                 unreachable = 0
                 for number, (task, mode) in enumerate(todo, 1):
-                    row = run_one(task, mode, model=args.model, api_base=api_base, max_steps=args.max_steps,
-                                  max_tokens=args.max_tokens or None, temperature=args.temperature,
+                    row = run_one(task, mode, run_settings(args), api_base=api_base,
                                   max_run_seconds=args.max_run_seconds, include_trace=not args.no_trace)
                     write(row)
                     verdict = "*" + row["status"] if row.get("harness_error") else ("ok" if row["success"] else "FAIL")
