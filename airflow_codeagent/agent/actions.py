@@ -120,15 +120,34 @@ def _unfenced_code(text: str) -> str | None:
 
     Small models often answer a finished task with a bare ``final_answer(x)``;
     prose ("The answer is 42.") does not parse, so it is not mistaken for code, and
-    neither is a label line ("Total: 2813.35 (USD)"), which parses as an annotation.
+    neither is a label line ("Total: 2813.35 (USD)"), which parses as an annotation,
+    nor a word and a parenthesis ("Yes (confirmed)"), which parses as a call.
     """
     stripped = text.strip()
     tree = _parsed(stripped)
     if (tree is not None and tree.body and any(isinstance(n, ast.Call) for n in ast.walk(tree))
-            and not any(isinstance(n, ast.AnnAssign) and n.value is None for n in tree.body)):
+            and not any(isinstance(n, ast.AnnAssign) and n.value is None for n in tree.body)
+            and not _is_prose_call(tree, stripped)):
         return stripped
     lines = [line.strip() for line in stripped.splitlines() if line.strip().startswith("final_answer(")]
     return next((line for line in lines if _parsed(line) is not None), None)
+
+
+def _is_prose_call(tree: ast.Module, source: str) -> bool:
+    """A one-statement reply like "Yes (confirmed)": a name, a space, then a parenthesis.
+
+    Python style never puts a space between a function and its arguments; prose
+    always does. Only a reply of one statement is judged, so code that happens
+    to write ``print (x)`` among other lines still runs.
+    """
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr):
+        return False
+    call = tree.body[0].value
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.end_lineno == 1
+            and call.func.id != "final_answer"):
+        return False
+    first_line = source.splitlines()[0]
+    return first_line[call.func.end_col_offset:call.func.end_col_offset + 1].isspace()
 
 
 def _parsed(source: str) -> ast.Module | None:

@@ -269,6 +269,18 @@ def test_a_label_line_that_parses_as_an_annotation_is_prose_not_code(reply):
     assert isinstance(failure, ParseFailure) and failure.prose_only
 
 
+@pytest.mark.parametrize("reply", ["Yes (confirmed)", "Done (see above)", "Paris (France)"])
+def test_a_word_and_a_parenthesis_is_prose_not_a_call(reply):
+    failure = parse_code_action(reply)
+    assert isinstance(failure, ParseFailure) and failure.prose_only
+
+
+def test_unfenced_code_with_a_spaced_call_among_other_lines_still_runs():
+    reply = "rows = list_orders()\nprint (len(rows))"
+    assert parse_code_action(reply) == CodeAction("", reply)
+    assert parse_code_action("final_answer (42)") == CodeAction("", "final_answer (42)")
+
+
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
 def test_a_final_answer_key_that_is_not_json_data_is_refused_not_run_as_a_name(value):
     failure = parse_json_code(f'{{"thought": "t", "code": "", "final_answer": {value}}}')
