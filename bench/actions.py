@@ -9,7 +9,13 @@ the same tools, the same task text and the same caps:
 - ``code``: Python in a markdown fence (``action_mode="code"``);
 - ``json``: one tool call per step, ``final_answer`` as a tool (``action_mode="json"``);
 - ``code-json``: Python inside a {"thought", "code"} JSON object
-  (``action_mode="code", code_format="json"``).
+  (``action_mode="code", code_format="json"``), with structured output where
+  litellm knows the model takes a schema, else prompted only (a local server);
+- ``code-json-object`` / ``code-json-schema``: the same with the schema sent
+  (``structured_output="json_object"``, llama-cpp-python's shape, or
+  ``"json_schema"``, OpenAI's, also vLLM, Ollama and llama.cpp's llama-server),
+  so the server constrains every reply to the object. Not in the default
+  ``--modes``: pick the one your server reads.
 
 It prints, per mode, the success rate, mean steps, LLM calls, input and
 output tokens and wall time, success per task family, and the paired
@@ -62,7 +68,10 @@ MODES: dict[str, dict[str, str]] = {
     "code": {"action_mode": "code", "code_format": "markdown"},
     "json": {"action_mode": "json"},
     "code-json": {"action_mode": "code", "code_format": "json"},
+    "code-json-object": {"action_mode": "code", "code_format": "json", "structured_output": "json_object"},
+    "code-json-schema": {"action_mode": "code", "code_format": "json", "structured_output": "json_schema"},
 }
+DEFAULT_MODES = ("code", "json", "code-json")
 DEFAULT_PORT = 8767
 DEFAULT_MODEL = f"openai/{local_llm.DEFAULT_ALIAS}"
 DEFAULT_API_BASE = f"http://127.0.0.1:{DEFAULT_PORT}/v1"
@@ -351,16 +360,16 @@ def format_report(summary: Mapping[str, Any], latest: Mapping[tuple[str, str], M
                   tasks: Sequence[ActionTask], *, header: str = "") -> str:
     modes = summary["modes"]
     lines = [header] if header else []
-    lines.append(f"{'mode':<10} {'runs':>4}  {'success':>12}  {'steps':>5}  {'llm_calls':>9}  "
+    lines.append(f"{'mode':<16} {'runs':>4}  {'success':>12}  {'steps':>5}  {'llm_calls':>9}  "
                  f"{'in_tok':>7}  {'out_tok':>7}  {'wall_s':>7}  {'tool_calls':>10}")
     lines.append("-" * len(lines[-1]))
     for mode in modes:
         s = summary["per_mode"][mode]
         if s["n"] == 0:
-            lines.append(f"{mode:<10} {0:>4}  {s['harness_error_text'] or 'not run'}")
+            lines.append(f"{mode:<16} {0:>4}  {s['harness_error_text'] or 'not run'}")
             continue
         rate = f"{s['ok']}/{s['n']} {100 * s['ok'] / s['n']:.0f}%"
-        lines.append(f"{mode:<10} {s['n']:>4}  {rate:>12}  {_fmt(s['steps']):>5}  {_fmt(s['llm_calls']):>9}  "
+        lines.append(f"{mode:<16} {s['n']:>4}  {rate:>12}  {_fmt(s['steps']):>5}  {_fmt(s['llm_calls']):>9}  "
                      f"{_fmt(s['input_tokens'], 0):>7}  {_fmt(s['output_tokens'], 0):>7}  "
                      f"{_fmt(s['wall_s']):>7}  {_fmt(s['tool_calls']):>10}")
     lines.append("(means per task run; success = final_answer called with an answer the task's checker "
@@ -379,14 +388,14 @@ def format_report(summary: Mapping[str, Any], latest: Mapping[tuple[str, str], M
     lines += extra
 
     lines += ["", "success by family:"]
-    head = f"  {'family':<10}" + "".join(f"{m:>12}" for m in modes)
+    head = f"  {'family':<10}" + "".join(f"{m:>17}" for m in modes)
     lines.append(head)
     for family in summary["families"]:
         cells = []
         for mode in modes:
             ok, n = summary["per_family"][mode][family]
             cells.append(f"{ok}/{n}" if n else "-")
-        lines.append(f"  {family:<10}" + "".join(f"{c:>12}" for c in cells))
+        lines.append(f"  {family:<10}" + "".join(f"{c:>17}" for c in cells))
 
     for other, p in summary["pairs"].items():
         lines += ["", f"paired, code vs {other} ({p['n']} tasks run in both):"]
@@ -562,7 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="OpenAI-compatible endpoint (default: %(default)s); ignored with --start-server")
     parser.add_argument("--start-server", action="store_true",
                         help="serve the local GGUF model for this run (see bench/local_llm.py)")
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated (default: %(default)s)")
+    parser.add_argument("--modes", default=",".join(DEFAULT_MODES),
+                        help=f"comma-separated, of {', '.join(MODES)} (default: %(default)s)")
     parser.add_argument("--tasks", nargs="+", metavar="NAME",
                         help="task and/or family names, space or comma separated (default: all; see --list)")
     parser.add_argument("--max-steps", type=int, default=8, help="step cap, the same in every mode (default: %(default)s)")

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-_COLORS = {"code": "#2b7bba", "json": "#e07b39", "code-json": "#5aa469"}
+_COLORS = {"code": "#2b7bba", "json": "#e07b39", "code-json": "#5aa469", "code-json-object": "#8e6bb8",
+           "code-json-schema": "#c45a8a"}
 
 
 class MissingMatplotlib(RuntimeError):

@@ -118,6 +118,7 @@ class CodeAgent:
         stop_sequences: Sequence[str] | None = ("Observation:",),
         action_mode: str = "code",
         code_format: str = "markdown",
+        structured_output: str = "auto",
         parse_retries: int = 0,
         repeat_temperature: float | None = 0.7,
     ) -> None:
@@ -139,7 +140,7 @@ class CodeAgent:
         if max_cost_usd is not None:
             _require_known_price(self.model)
         self.tools = expand_tools(tools)
-        self.mode = make_action_mode(action_mode, code_format, self.model, self.tools)
+        self.mode = make_action_mode(action_mode, code_format, self.model, self.tools, structured_output)
         if not isinstance(parse_retries, int) or parse_retries < 0:
             raise ValueError(f"parse_retries must be an integer >= 0, got {parse_retries!r}")
         self.parse_retries = parse_retries
@@ -213,6 +214,7 @@ class CodeAgent:
             "compaction": self.compaction,
             "sandbox": self.sandbox,
             "code_format": getattr(self.mode, "code_format", None),
+            "structured_output": getattr(self.mode, "structured_output", None),
             "parse_retries": self.parse_retries,
             "repeat_temperature": self.repeat_temperature,
         }
@@ -553,13 +555,14 @@ class _Run:
         self._publish()
 
     def _model_failure(self, step: Step, exc: ModelCallError) -> tuple[RunStatus, str]:
-        step.error = ExecutionError("ModelCallError", str(exc), "").to_dict()
+        message = self.agent.mode.explain_model_error(str(exc))
+        step.error = ExecutionError("ModelCallError", message, "").to_dict()
         self._finish_step(step)
         if exc.cancelled:
             return RunStatus.ERROR, "run cancelled"
         if self._run_deadline_passed():
-            return RunStatus.TIMEOUT, f"the run's time limit was reached during a model call: {exc}"
-        return RunStatus.ERROR, str(exc)
+            return RunStatus.TIMEOUT, f"the run's time limit was reached during a model call: {message}"
+        return RunStatus.ERROR, message
 
     def _fallback(self, status: RunStatus) -> None:
         reason = ("You have used all your steps." if status is RunStatus.MAX_STEPS

@@ -23,19 +23,23 @@ from airflow_codeagent.tools.base import Tool
 
 ACTION_MODES = ("code", "json")
 CODE_FORMATS = ("markdown", "json")
+# How code_format="json" asks for its reply shape. "auto": a JSON schema where litellm
+# knows the model takes one, else the prompt alone. Local servers litellm does not know
+# need it named: "json_schema" is OpenAI's shape (also vLLM, Ollama, llama.cpp's
+# llama-server, LM Studio); "json_object" carries the schema the way llama-cpp-python's
+# server reads it.
+STRUCTURED_OUTPUTS = ("auto", "json_schema", "json_object", "off")
 
-_CODE_SCHEMA = {
-    "type": "json_schema",
-    "json_schema": {
-        "name": "code_action",
-        "strict": True,
-        "schema": {
-            "type": "object",
-            "properties": {"thought": {"type": "string"}, "code": {"type": "string"}},
-            "required": ["thought", "code"],
-            "additionalProperties": False,
-        },
-    },
+_CODE_REPLY_SCHEMA = {
+    "type": "object",
+    "properties": {"thought": {"type": "string"}, "code": {"type": "string"}},
+    "required": ["thought", "code"],
+    "additionalProperties": False,
+}
+_RESPONSE_FORMATS = {
+    "json_schema": {"type": "json_schema",
+                    "json_schema": {"name": "code_action", "strict": True, "schema": _CODE_REPLY_SCHEMA}},
+    "json_object": {"type": "json_object", "schema": _CODE_REPLY_SCHEMA},
 }
 
 Action = CodeAction | ToolCallAction | ParseFailure
@@ -54,22 +58,34 @@ class CodeMode:
     name = "code"
     action_noun = "code block"
 
-    def __init__(self, model: LiteLLMModel, code_format: str) -> None:
+    def __init__(self, model: LiteLLMModel, code_format: str, structured_output: str = "auto") -> None:
         self.code_format = code_format
         if code_format == "json":
             self.action_noun = "JSON object with code"
-        self.structured = code_format == "json" and model.supports("response_schema")
+        if structured_output == "auto":
+            structured_output = "json_schema" if model.supports("response_schema") else "off"
+        # The shape actually sent, or None when the format is only prompted; the trace records it.
+        self.structured_output = structured_output if code_format == "json" and structured_output != "off" else None
 
     def system_prompt(self, tools: Sequence[Tool], inputs: Mapping[str, str],
                       imports: Iterable[str], instructions: str | None) -> str:
         return render_code_prompt(tools, inputs, imports, instructions, code_format=self.code_format)
 
     def request_overrides(self) -> dict[str, Any]:
-        return {"response_format": _CODE_SCHEMA} if self.structured else {}
+        return {"response_format": _RESPONSE_FORMATS[self.structured_output]} if self.structured_output else {}
 
     @property
     def stop_sequences(self) -> tuple[str, ...]:
-        return _NEXT_OBJECT if self.code_format == "json" and not self.structured else ()
+        return _NEXT_OBJECT if self.code_format == "json" and not self.structured_output else ()
+
+    def explain_model_error(self, message: str) -> str:
+        """A server that cannot read our response_format says so in its own words; add what to change."""
+        if not (self.structured_output and "response_format" in message):
+            return message
+        other = "json_object" if self.structured_output == "json_schema" else "json_schema"
+        return (f'{message}\nThe server refused structured_output="{self.structured_output}": set '
+                f'structured_output="{other}" (json_object is the llama-cpp-python server\'s shape), '
+                'or "off" to only prompt for the JSON format.')
 
     def parse(self, completion: Completion) -> Action:
         if self.code_format == "json":
@@ -106,6 +122,9 @@ class JsonMode:
     def stop_sequences(self) -> tuple[str, ...]:
         return () if self.native else _NEXT_OBJECT
 
+    def explain_model_error(self, message: str) -> str:
+        return message
+
     def parse(self, completion: Completion) -> Action:
         return parse_tool_call(completion.text, completion.tool_calls if self.native else (), native=self.native)
 
@@ -113,11 +132,22 @@ class JsonMode:
         return 'call the tool final_answer with {"answer": <value>}.'
 
 
-def make_action_mode(name: str, code_format: str, model: LiteLLMModel, tools: Sequence[Tool]) -> CodeMode | JsonMode:
-    if name not in ACTION_MODES:
-        raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {name!r}")
+def check_action_options(action_mode: str, code_format: str, structured_output: str = "auto") -> None:
+    """Refuse a combination that cannot work, naming what to change; the operator calls it at DAG parse."""
+    if action_mode not in ACTION_MODES:
+        raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {action_mode!r}")
     if code_format not in CODE_FORMATS:
         raise ValueError(f"code_format must be one of {CODE_FORMATS}, got {code_format!r}")
-    if name == "json" and code_format != "markdown":
+    if action_mode == "json" and code_format != "markdown":
         raise ValueError('code_format applies to action_mode="code" only; leave it as "markdown"')
-    return CodeMode(model, code_format) if name == "code" else JsonMode(model, tools)
+    if structured_output not in STRUCTURED_OUTPUTS:
+        raise ValueError(f"structured_output must be one of {STRUCTURED_OUTPUTS}, got {structured_output!r}")
+    if structured_output != "auto" and code_format != "json":
+        raise ValueError('structured_output applies to code_format="json" only; set code_format="json" '
+                         'or leave structured_output as "auto"')
+
+
+def make_action_mode(name: str, code_format: str, model: LiteLLMModel, tools: Sequence[Tool],
+                     structured_output: str = "auto") -> CodeMode | JsonMode:
+    check_action_options(name, code_format, structured_output)
+    return CodeMode(model, code_format, structured_output) if name == "code" else JsonMode(model, tools)

@@ -15,6 +15,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowTaskTim
 from airflow.sdk import BaseOperator
 
 from airflow_codeagent.agent.loop import AgentRun, CodeAgent, check_limits
+from airflow_codeagent.agent.modes import check_action_options
 from airflow_codeagent.agent.trace import RunStatus, fit_to_size
 from airflow_codeagent.airflow_compat import AirflowTaskTerminated, native_template_env
 from airflow_codeagent.hooks.litellm import LiteLLMHook
@@ -87,6 +88,7 @@ class CodeAgentOperator(BaseOperator):
         approval: str = "none",
         action_mode: str = "code",
         code_format: str = "markdown",
+        structured_output: str = "auto",
         parse_retries: int = 0,
         repeat_temperature: float | None = 0.7,
         **kwargs: Any,
@@ -101,6 +103,7 @@ class CodeAgentOperator(BaseOperator):
         check_limits(max_steps=max_steps, max_run_seconds=max_run_seconds,
                      step_timeout_seconds=step_timeout_seconds, max_input_tokens=max_input_tokens,
                      max_output_tokens=max_output_tokens, max_cost_usd=max_cost_usd)
+        check_action_options(action_mode, code_format, structured_output)
         if max_trace_bytes < 10_000:
             raise ValueError(f"max_trace_bytes must be at least 10000, got {max_trace_bytes}")
         self.prompt = prompt
@@ -131,6 +134,7 @@ class CodeAgentOperator(BaseOperator):
         self.approval = approval
         self.action_mode = action_mode
         self.code_format = code_format
+        self.structured_output = structured_output
         self.parse_retries = parse_retries
         self.repeat_temperature = repeat_temperature
         self._agent: CodeAgent | None = None
@@ -194,6 +198,7 @@ class CodeAgentOperator(BaseOperator):
             max_prompt_tokens=self.max_prompt_tokens,
             action_mode=self.action_mode,
             code_format=self.code_format,
+            structured_output=self.structured_output,
             parse_retries=self.parse_retries,
             repeat_temperature=self.repeat_temperature,
         )

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 
 import jsonschema
 import pytest
 
 from airflow_codeagent import CodeAgent, RetryPolicy, RunStatus, tool
+from airflow_codeagent.agent.modes import _CODE_REPLY_SCHEMA
 from airflow_codeagent.agent.trace import load_schema
-from airflow_codeagent.testing.scripted_llm import Reply
+from airflow_codeagent.testing.scripted_llm import HTTPError, Reply
 
 pytestmark = pytest.mark.integration
 
@@ -289,6 +291,55 @@ def test_json_mode_prose_after_a_tool_result_is_told_to_call_final_answer(llm_se
 def test_json_mode_refuses_a_code_format():
     with pytest.raises(ValueError, match='code_format applies to action_mode="code" only'):
         CodeAgent("openai/x", action_mode="json", code_format="json")
+
+
+@pytest.mark.parametrize(("style", "expected"), [
+    ("json_schema", {"type": "json_schema", "json_schema": {"name": "code_action", "strict": True,
+                                                            "schema": _CODE_REPLY_SCHEMA}}),
+    ("json_object", {"type": "json_object", "schema": _CODE_REPLY_SCHEMA}),
+])
+def test_structured_output_can_be_named_for_a_server_litellm_does_not_know(llm_server, style, expected):
+    """A local llama.cpp, vLLM or Ollama server is unknown to litellm: "auto" would only prompt."""
+    server = llm_server([json.dumps({"thought": "t", "code": "final_answer(get_rate('USD'))"})])
+    run = agent(server, code_format="json", structured_output=style).run("USD rate")
+
+    assert run.answer == 0.9
+    body = server.requests[0].body
+    assert body["response_format"] == expected
+    assert body["stop"] == ["Observation:"]  # a constrained reply is one object: no next-object stops
+    assert run.trace["limits"]["structured_output"] == style
+    jsonschema.validate(run.trace, load_schema())
+
+
+def test_structured_output_off_only_prompts_even_where_litellm_knows_the_schema_support(llm_server):
+    server = llm_server([json.dumps({"thought": "t", "code": "final_answer(1)"})])
+    run = agent(server, model="openai/gpt-4o-mini", code_format="json", structured_output="off").run("One")
+
+    assert run.answer == 1
+    assert "response_format" not in server.requests[0].body
+    assert server.requests[0].body["stop"] == _PROMPTED_JSON_STOPS
+    assert run.trace["limits"]["structured_output"] is None
+
+
+def test_a_server_that_refuses_the_response_format_fails_the_run_with_its_own_words(llm_server):
+    refusal = HTTPError(422, "response_format.type: Input should be 'text' or 'json_object'")
+    server = llm_server([refusal])
+    run = agent(server, code_format="json", structured_output="json_schema").run("One")
+
+    assert run.status is RunStatus.ERROR
+    for said in (run.trace["error"], run.trace["steps"][0]["error"]["message"]):
+        assert "Input should be 'text' or 'json_object'" in said  # the server's own words
+        assert 'set structured_output="json_object"' in said  # and what to change
+
+
+@pytest.mark.parametrize(("options", "told"), [
+    ({"structured_output": "json_schema"}, 'structured_output applies to code_format="json" only'),
+    ({"code_format": "json", "structured_output": "grammar"}, "structured_output must be one of"),
+    ({"action_mode": "tools"}, "action_mode must be one of"),
+])
+def test_impossible_action_options_are_refused_by_name(options, told):
+    with pytest.raises(ValueError, match=re.escape(told)):
+        CodeAgent("openai/x", **options)
 
 
 def test_json_mode_resamples_a_repeated_failing_tool_call(llm_server):

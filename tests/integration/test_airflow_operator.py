@@ -293,3 +293,20 @@ def test_operator_in_json_action_mode(llm, test_dags, xcoms):
     trace = values[("agent", "codeagent_trace", -1)]
     assert trace["action_mode"] == "json"
     assert trace["steps"][0]["tool_calls"][0]["name"] == "lookup_customer"
+
+
+def test_an_impossible_action_option_is_a_dag_import_error_naming_what_to_change(airflow_db, tmp_path):
+    """Caught when the DAG is parsed, not at 3 a.m. when the task first runs."""
+    from tests.integration.airflow_env import dag_bag
+
+    (tmp_path / "bad_options.py").write_text(
+        "import pendulum\n"
+        "from airflow.sdk import DAG\n"
+        "from airflow_codeagent import CodeAgentOperator\n"
+        "with DAG('bad_options', schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz='UTC')):\n"
+        "    CodeAgentOperator(task_id='agent', prompt='p', model='openai/m', structured_output='json_object')\n")
+    errors = dag_bag(tmp_path).import_errors
+
+    assert list(errors) == [str(tmp_path / "bad_options.py")]
+    assert 'structured_output applies to code_format="json" only; set code_format="json"' in \
+        next(iter(errors.values()))
