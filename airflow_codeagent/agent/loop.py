@@ -21,6 +21,7 @@ from airflow_codeagent.agent.actions import CodeAction, ParseFailure, ToolCallAc
 from airflow_codeagent.agent.budget import Budget
 from airflow_codeagent.agent.memory import Memory
 from airflow_codeagent.agent.modes import make_action_mode
+from airflow_codeagent.agent.pasted_stubs import blank_pasted_stubs
 from airflow_codeagent.agent.tool_calls import run_tool_call
 from airflow_codeagent.agent.prompts import describe_inputs, describe_parameters, describe_value
 from airflow_codeagent.agent.replay import CallJournal, SideEffectLedger, request_fingerprint
@@ -31,6 +32,7 @@ from airflow_codeagent.models.retry import RetryPolicy
 from airflow_codeagent.sandbox.observation import ExecutionError, Observation
 from airflow_codeagent.sandbox.policy import DEFAULT_AUTHORIZED_IMPORTS
 from airflow_codeagent.sandbox.executor import Executor, executor_factory
+from airflow_codeagent.sandbox.instrument import FINAL_ANSWER_NAME
 from airflow_codeagent.tools.base import Tool, Toolkit, expand_tools
 
 log = logging.getLogger(__name__)
@@ -306,6 +308,7 @@ class _Run:
         self.prompt_budget = agent.prompt_budget()
         self.prices = agent.model.prices()
         self.tool_parameters = {t.name: describe_parameters(t.json_schema()["function"]) for t in agent.tools}
+        self.provided_names = frozenset({*(t.name for t in agent.tools), FINAL_ANSWER_NAME})
 
     def execute(self) -> AgentRun:
         try:
@@ -364,7 +367,8 @@ class _Run:
             if isinstance(action, CodeAction):
                 repeat_of_failed = previous_failed if action.code == previous_code else None
                 observation = self._execute(step, action.code, self._time_left())
-                result = self.memory.add_observation(index, acted, observation, repeat_of_failed=repeat_of_failed)
+                result = self.memory.add_observation(index, acted, observation, repeat_of_failed=repeat_of_failed,
+                                                     notes=step.notes)
                 previous_code, previous_failed = action.code, observation.error is not None
             elif isinstance(action, ToolCallAction):
                 result = self._call_tool(step, action)
@@ -536,7 +540,8 @@ class _Run:
 
     def _execute(self, step: Step, code: str, time_limit_s: float | None) -> Observation:
         step.code = code
-        observation = self.executor.run(code, time_limit_s=time_limit_s)
+        runnable, step.notes = blank_pasted_stubs(code, self.provided_names)
+        observation = self.executor.run(runnable, time_limit_s=time_limit_s)
         step.stdout = observation.stdout
         step.value = observation.value_repr
         step.error = None if observation.error is None else observation.error.to_dict()

@@ -9,6 +9,7 @@ verbatim.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,12 +42,13 @@ def _raising_tool_call(observation: Observation) -> ToolCall | None:
 
 
 def format_observation(observation: Observation, limit_chars: int, *,
-                       repeat_of_failed: bool | None = None) -> str:
+                       repeat_of_failed: bool | None = None, notes: Sequence[str] = ()) -> str:
     """The observation as the model reads it: output, value, or the error to fix.
 
     ``repeat_of_failed`` is set when the code is the previous step's again: whether that step failed.
+    ``notes`` say what the agent changed before running the code.
     """
-    parts: list[str] = []
+    parts: list[str] = [f"Note: {note}" for note in notes]
     if observation.stdout:
         parts.append(observation.stdout.rstrip("\n"))
     if observation.value_repr is not None:
@@ -67,7 +69,7 @@ def format_observation(observation: Observation, limit_chars: int, *,
         text += ("\nVariables from earlier steps and from lines before the error still exist. "
                  "Fix the code and try again.")
         parts.append(text)
-    if not parts:
+    if len(parts) == len(notes):
         parts.append("The code ran and printed nothing. Use print() to see values.")
     text = truncate_middle("\n".join(parts), limit_chars, _CUT_HINT)
     if repeat_of_failed is not None:
@@ -129,8 +131,9 @@ class Memory:
         self.turns.append(Turn(step, model_output, observation_text, tool_call))
 
     def add_observation(self, step: int, model_output: str, observation: Observation, *,
-                        repeat_of_failed: bool | None = None) -> str:
-        text = format_observation(observation, self.max_observation_chars, repeat_of_failed=repeat_of_failed)
+                        repeat_of_failed: bool | None = None, notes: Sequence[str] = ()) -> str:
+        text = format_observation(observation, self.max_observation_chars, repeat_of_failed=repeat_of_failed,
+                                  notes=notes)
         self.add_step(step, model_output, text)
         return text
 

@@ -163,6 +163,7 @@ class Step:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     replayed: bool = False
     rejected_outputs: list[str] = field(default_factory=list)  # replies re-asked for (parse retry, repeat)
+    notes: list[str] = field(default_factory=list)  # what the agent changed in the code before running it
     model_calls: int = 0  # calls whose usage the step's token, cost and latency figures add up
 
     def add_model_call(self, output: str, input_tokens: int, output_tokens: int, cost_usd: float | None,
@@ -210,6 +211,7 @@ class Step:
             "tool_calls": self.tool_calls,
             "replayed": self.replayed,
             "rejected_outputs": [cap(text) for text in self.rejected_outputs],
+            "notes": list(self.notes),
         }
 
 

@@ -277,7 +277,7 @@ def test_parse_errors_and_the_fallback_step_are_labelled(api_server, browser, te
     dag_run = run_dag(test_dags, "test_agent_max_steps_succeed_with_partial", 2, [
         "I would rather explain than write code.",
         "I would rather explain than write code.",  # the failed reply again: re-asked, not a step
-        reply("Start counting.", "n = 1"),
+        reply("Start counting.", 'def final_answer(answer):\n    """Ends the task."""\n\nn = 1'),
         reply("Out of steps: answer with what I have.", "final_answer(n)"),
     ])
     driver = browser
@@ -299,6 +299,8 @@ def test_parse_errors_and_the_fallback_step_are_labelled(api_server, browser, te
     rejected = counting.find_element(By.CSS_SELECTOR, ".section-rejected")
     assert rejected.text.startswith("Replies not run (1)\nThe model was asked again within this step")
     assert "I would rather explain than write code." in rejected.text
+    notes = counting.find_element(By.CSS_SELECTOR, ".section-notes").text
+    assert notes.startswith("Changed before running (the model was told)\nlines 1-2: your copy of final_answer()")
     assert fallback.find_element(By.CSS_SELECTOR, ".badge-fallback").text == "Final-answer fallback"
     assert "asked once more for one" in fallback.text
     driver.switch_to.default_content()

@@ -602,8 +602,8 @@ def test_code_after_an_invented_observation_is_not_run(llm_server):
 
 
 def test_redefining_a_tool_or_final_answer_is_refused_with_a_clear_error(llm_server):
-    stub = 'def get_rate(currency: str) -> float:\n    """Exchange rate to EUR."""'
-    server = llm_server([code(stub), code("final_answer = print"), code("final_answer(get_rate('USD'))")])
+    own = 'def get_rate(currency: str) -> float:\n    return 1.0'
+    server = llm_server([code(own), code("final_answer = print"), code("final_answer(get_rate('USD'))")])
     run = make_agent(server).run("Rate")
 
     first, second = (s["error"] for s in run.trace["steps"][:2])
@@ -611,6 +611,26 @@ def test_redefining_a_tool_or_final_answer_is_refused_with_a_clear_error(llm_ser
     assert "'get_rate' is a provided function; do not redefine or shadow it" in first["message"]
     assert "'final_answer' is a provided function" in second["message"]
     assert run.answer == 0.9
+
+
+def test_a_tool_signature_pasted_from_the_prompt_is_ignored_and_the_model_told(llm_server):
+    """The 1.5B model pastes body-less copies of the tools above its code, step after step."""
+    pasted = ('def get_rate(currency: str) -> float:\n    """Exchange rate to EUR."""\n    pass\n\n'
+              'rate = get_rate("USD")\nprint(rate)\nprint(1 / 0)')
+    server = llm_server([code(pasted), code("final_answer(rate)")])
+    run = make_agent(server).run("Rate")
+
+    first = run.trace["steps"][0]
+    assert first["code"] == pasted  # the trace shows what the model wrote
+    assert first["stdout"] == "0.9\n" and [c["name"] for c in first["tool_calls"]] == ["get_rate"]
+    assert first["notes"] == ["lines 1-3: your copy of get_rate() had no body, so it was ignored and the "
+                              "provided get_rate was used. Call provided functions; do not copy their "
+                              "definitions."]
+    assert "line 7" in first["error"]["traceback"]  # line numbers still match the model's code
+    observation = server.requests[1].messages[-1]["content"]
+    assert observation.startswith("Observation:\nNote: lines 1-3: your copy of get_rate() had no body")
+    assert run.answer == 0.9
+    jsonschema.validate(run.trace, load_schema())
 
 
 def test_comment_only_code_is_a_parse_error_and_repeated_code_is_pointed_out(llm_server):

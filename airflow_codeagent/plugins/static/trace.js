@@ -400,6 +400,12 @@
     if (step.thought && !replyOnly) { card.appendChild(section("Thought", textBlock(step.thought, "out thought"))); }
     if (typeof step.code === "string") {
       card.appendChild(section("Code", codeBlock(step.code, codeLines)));
+      var notes = step.notes || [];
+      if (notes.length) {
+        var noteList = el("div", "notes");
+        notes.forEach(function (note) { noteList.appendChild(el("p", "muted", note)); });
+        card.appendChild(section("Changed before running (the model was told)", noteList, "section-notes"));
+      }
     } else if (step.model_output) {
       card.appendChild(section(parseError ? "Model reply (no code could be read from it)" : "Model reply",
                                textBlock(step.model_output, "out")));
