@@ -580,7 +580,7 @@ class _Run:
                 self.memory.final_answer_request(reason, self.agent.mode.final_answer_how()),
                 step, deadline, "fallback")
         except ModelCallError as exc:
-            step.error = ExecutionError("ModelCallError", str(exc), "").to_dict()
+            step.error = ExecutionError("ModelCallError", self.agent.mode.explain_model_error(str(exc)), "").to_dict()
             self._finish_step(step)
             return
         except _BudgetRefusal as refusal:

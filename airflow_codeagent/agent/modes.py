@@ -62,10 +62,13 @@ class CodeMode:
         self.code_format = code_format
         if code_format == "json":
             self.action_noun = "JSON object with code"
-        if structured_output == "auto":
+        self.structured_chosen = structured_output == "auto"  # by litellm's model table, not the user
+        if code_format != "json":
+            structured_output = "off"
+        elif structured_output == "auto":
             structured_output = "json_schema" if model.supports("response_schema") else "off"
         # The shape actually sent, or None when the format is only prompted; the trace records it.
-        self.structured_output = structured_output if code_format == "json" and structured_output != "off" else None
+        self.structured_output = None if structured_output == "off" else structured_output
 
     def system_prompt(self, tools: Sequence[Tool], inputs: Mapping[str, str],
                       imports: Iterable[str], instructions: str | None) -> str:
@@ -83,7 +86,9 @@ class CodeMode:
         if not (self.structured_output and "response_format" in message):
             return message
         other = "json_object" if self.structured_output == "json_schema" else "json_schema"
-        return (f'{message}\nThe server refused structured_output="{self.structured_output}": set '
+        sent = (f'structured_output="auto" sent "{self.structured_output}" (litellm lists the model as '
+                'taking a schema)' if self.structured_chosen else f'structured_output="{self.structured_output}"')
+        return (f"{message}\nThe server refused the response_format of {sent}: set "
                 f'structured_output="{other}" (json_object is the llama-cpp-python server\'s shape), '
                 'or "off" to only prompt for the JSON format.')
 
@@ -143,8 +148,8 @@ def check_action_options(action_mode: str, code_format: str, structured_output: 
     if structured_output not in STRUCTURED_OUTPUTS:
         raise ValueError(f"structured_output must be one of {STRUCTURED_OUTPUTS}, got {structured_output!r}")
     if structured_output != "auto" and code_format != "json":
-        raise ValueError('structured_output applies to code_format="json" only; set code_format="json" '
-                         'or leave structured_output as "auto"')
+        raise ValueError('structured_output applies to action_mode="code" with code_format="json" only; '
+                         'set both, or leave structured_output as "auto"')
 
 
 def make_action_mode(name: str, code_format: str, model: LiteLLMModel, tools: Sequence[Tool],

@@ -17,6 +17,8 @@ from __future__ import annotations
 import ast
 from collections.abc import Collection
 
+from airflow_codeagent.sandbox.instrument import physical_lines
+
 
 def _is_empty_body(statement: ast.stmt) -> bool:
     """``pass``, ``...``, a docstring, or ``raise NotImplementedError``."""
@@ -39,10 +41,13 @@ def _is_pasted_stub(node: ast.stmt, provided: Collection[str]) -> bool:
 
 
 def blank_pasted_stubs(code: str, provided: Collection[str]) -> tuple[str, list[str]]:
-    """``code`` with top-level body-less copies of ``provided`` functions blanked, and a note for each.
+    """``code`` with top-level body-less copies of ``provided`` functions blanked, and a note per name.
 
     The lines are emptied, not removed, so line numbers in a traceback still
-    match the code the model wrote.
+    match the code the model wrote. The result must parse to exactly the other
+    statements, at the same positions; anything else (a line break the parser
+    does not count, such as a form feed inside the copy) leaves the code as
+    written, for the sandbox to refuse.
     """
     try:
         tree = ast.parse(code)
@@ -51,13 +56,33 @@ def blank_pasted_stubs(code: str, provided: Collection[str]) -> tuple[str, list[
     stubs = [node for node in tree.body if _is_pasted_stub(node, provided)]
     if not stubs:
         return code, []
-    lines = code.splitlines(keepends=True)
-    notes = []
+    lines = physical_lines(code)
+    for node in stubs:
+        for index in range(node.lineno - 1, node.end_lineno or node.lineno):
+            lines[index] = lines[index][len(lines[index].rstrip("\r\n")):]  # keep the line break
+    blanked = "".join(lines)
+    kept = ast.Module(body=[node for node in tree.body if node not in stubs], type_ignores=[])
+    try:
+        if ast.dump(ast.parse(blanked), include_attributes=True) != ast.dump(kept, include_attributes=True):
+            return code, []
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return code, []
+    return blanked, _notes(stubs)
+
+
+_MAX_RANGES = 3
+
+
+def _notes(stubs: list[ast.stmt]) -> list[str]:
+    """One note per name, however many copies: the trace and the prompt stay small."""
+    ranges: dict[str, list[str]] = {}
     for node in stubs:
         end = node.end_lineno or node.lineno
-        for number in range(node.lineno, end + 1):
-            lines[number - 1] = "\n" if lines[number - 1].endswith("\n") else ""
-        where = f"line {node.lineno}" if end == node.lineno else f"lines {node.lineno}-{end}"
-        notes.append(f"{where}: your copy of {node.name}() had no body, so it was ignored and the provided "
-                     f"{node.name} was used. Call provided functions; do not copy their definitions.")
-    return "".join(lines), notes
+        ranges.setdefault(node.name, []).append(str(node.lineno) if end == node.lineno else f"{node.lineno}-{end}")
+    notes = []
+    for name, spans in ranges.items():
+        where = ", ".join(spans[:_MAX_RANGES]) + (f" and {len(spans) - _MAX_RANGES} more" if len(spans) > _MAX_RANGES else "")
+        notes.append(f"{'line' if len(spans) == 1 and '-' not in spans[0] else 'lines'} {where}: your copy of "
+                     f"{name}() had no body, so it was ignored; the provided {name} stays in place. Call "
+                     "provided functions; do not copy their definitions.")
+    return notes

@@ -8,6 +8,7 @@ model code itself may not use such names.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from types import CodeType
 
@@ -118,6 +119,18 @@ def _rebinds(tree: ast.AST, protected: frozenset[str]) -> list[str]:
     return found
 
 
+_PHYSICAL_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+def physical_lines(source: str) -> list[str]:
+    """The lines as the parser numbers them, each with its line break.
+
+    ``str.splitlines`` also breaks at form feeds, \\x1c-\\x1e, \\x85 and \\u2028,
+    which the parser does not: its line numbers would then point elsewhere.
+    """
+    return _PHYSICAL_LINE.findall(source)
+
+
 def compile_model_code(source: str, filename: str, protected: frozenset[str] = frozenset()) -> CompiledCode:
     """Compile ``source`` under the restricted policy; raise ``RestrictedSyntaxError``.
 
@@ -142,7 +155,7 @@ def compile_model_code(source: str, filename: str, protected: frozenset[str] = f
     _capture_trailing_expression(tree)
     tree = _Instrumenter().visit(tree)
     ast.fix_missing_locations(tree)
-    lines = tuple(source.splitlines())
+    lines = tuple(line.rstrip("\r\n") for line in physical_lines(source))
     try:
         code = compile(tree, filename, "exec")
     except (RecursionError, MemoryError, ValueError) as exc:

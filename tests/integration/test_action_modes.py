@@ -321,19 +321,26 @@ def test_structured_output_off_only_prompts_even_where_litellm_knows_the_schema_
     assert run.trace["limits"]["structured_output"] is None
 
 
-def test_a_server_that_refuses_the_response_format_fails_the_run_with_its_own_words(llm_server):
+@pytest.mark.parametrize(("model", "chosen", "sent"), [
+    ("openai/scripted-model", "json_schema", 'the response_format of structured_output="json_schema"'),
+    ("openai/gpt-4o-mini", "auto", 'structured_output="auto" sent "json_schema" (litellm lists the model'),
+])
+def test_a_server_that_refuses_the_response_format_fails_the_run_with_its_own_words(llm_server, model, chosen,
+                                                                                     sent):
     refusal = HTTPError(422, "response_format.type: Input should be 'text' or 'json_object'")
     server = llm_server([refusal])
-    run = agent(server, code_format="json", structured_output="json_schema").run("One")
+    run = agent(server, model=model, code_format="json", structured_output=chosen).run("One")
 
     assert run.status is RunStatus.ERROR
     for said in (run.trace["error"], run.trace["steps"][0]["error"]["message"]):
         assert "Input should be 'text' or 'json_object'" in said  # the server's own words
+        assert sent in said  # what was sent, and who chose it
         assert 'set structured_output="json_object"' in said  # and what to change
 
 
 @pytest.mark.parametrize(("options", "told"), [
-    ({"structured_output": "json_schema"}, 'structured_output applies to code_format="json" only'),
+    ({"structured_output": "json_schema"}, 'structured_output applies to action_mode="code" with code_format="json"'),
+    ({"action_mode": "json", "structured_output": "json_object"}, 'structured_output applies to action_mode="code"'),
     ({"code_format": "json", "structured_output": "grammar"}, "structured_output must be one of"),
     ({"action_mode": "tools"}, "action_mode must be one of"),
 ])

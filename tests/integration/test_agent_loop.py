@@ -623,8 +623,8 @@ def test_a_tool_signature_pasted_from_the_prompt_is_ignored_and_the_model_told(l
     first = run.trace["steps"][0]
     assert first["code"] == pasted  # the trace shows what the model wrote
     assert first["stdout"] == "0.9\n" and [c["name"] for c in first["tool_calls"]] == ["get_rate"]
-    assert first["notes"] == ["lines 1-3: your copy of get_rate() had no body, so it was ignored and the "
-                              "provided get_rate was used. Call provided functions; do not copy their "
+    assert first["notes"] == ["lines 1-3: your copy of get_rate() had no body, so it was ignored; the "
+                              "provided get_rate stays in place. Call provided functions; do not copy their "
                               "definitions."]
     assert "line 7" in first["error"]["traceback"]  # line numbers still match the model's code
     observation = server.requests[1].messages[-1]["content"]

@@ -308,5 +308,5 @@ def test_an_impossible_action_option_is_a_dag_import_error_naming_what_to_change
     errors = dag_bag(tmp_path).import_errors
 
     assert list(errors) == [str(tmp_path / "bad_options.py")]
-    assert 'structured_output applies to code_format="json" only; set code_format="json"' in \
+    assert 'structured_output applies to action_mode="code" with code_format="json" only; set both' in \
         next(iter(errors.values()))

@@ -239,3 +239,12 @@ def test_a_huge_step_limit_does_not_stop_the_clock_of_other_steps():
     assert RestrictedExecutor(step_timeout_s=1e12).run("sum(range(10))").value_repr == "45"
     error = RestrictedExecutor(step_timeout_s=0.3).run("while True:\n    pass").error
     assert error.type == "StepInterrupted"
+
+
+@pytest.mark.parametrize("separator", ["\x0c", "\x1c", "\u2028", "\x85"])
+def test_a_traceback_shows_the_line_the_parser_numbered(separator):
+    """str.splitlines breaks at these; the parser does not, so line 2 must still be ``1/0``."""
+    observation = RestrictedExecutor().run(f"x = 1  # {separator} note\n1/0\n")
+
+    assert observation.error.type == "ZeroDivisionError"
+    assert "line 2" in observation.error.traceback and "1/0" in observation.error.traceback
