@@ -19,7 +19,7 @@ from airflow_codeagent.agent import compaction
 from airflow_codeagent.agent.compaction import COMPACTION_METHODS
 from airflow_codeagent.agent.actions import CodeAction, ParseFailure, ToolCallAction, acted_text
 from airflow_codeagent.agent.budget import Budget
-from airflow_codeagent.agent.memory import Memory
+from airflow_codeagent.agent.memory import DATA_SHAPE_ERRORS, LOOK_AT_THE_DATA, Memory
 from airflow_codeagent.agent.modes import make_action_mode
 from airflow_codeagent.agent.pasted_stubs import blank_pasted_stubs
 from airflow_codeagent.agent.tool_calls import run_tool_call
@@ -626,6 +626,7 @@ class _Failure:
     action_key: str
     kind: str
     error: str
+    data_shape: bool = False  # an error that suggests the code assumed the data's format
 
     @classmethod
     def of(cls, step: int, completion: Completion, action: CodeAction | ToolCallAction | ParseFailure,
@@ -636,12 +637,14 @@ class _Failure:
         kind_of_error = str(error.get("type"))
         if kind_of_error in _TRANSIENT_ERRORS or message.startswith(_TRANSIENT_ERRORS):
             return None
-        return cls(step, _action_key(completion, action), _action_kind(action), f"{kind_of_error}: {message}")
+        return cls(step, _action_key(completion, action), _action_kind(action), f"{kind_of_error}: {message}",
+                   kind_of_error in DATA_SHAPE_ERRORS)
 
     def repeat_note(self) -> str:
+        look = f" {LOOK_AT_THE_DATA}" if self.kind == "code" and self.data_shape else ""
         return (f"Error: this {self.kind} is exactly the one from step {self.step}, which failed with "
                 f"{self.error}. Sending it again would fail the same way, so it was not run. "
-                f"Read the error, change what caused it, and reply with a different {self.kind}.")
+                f"Read the error, change what caused it, and reply with a different {self.kind}.{look}")
 
 
 @dataclass(frozen=True)

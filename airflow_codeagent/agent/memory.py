@@ -21,6 +21,12 @@ _CUT_HINT = "print a slice or a summary to see that part"
 
 _REPEATED_FAILURE = ("Note: this code is identical to your previous step's, so it failed the same way. "
                      "Change your approach.")
+# Errors that usually mean the code assumed a shape the data does not have. A small model
+# writes a parser before it has seen one line of the data, and on the same error keeps
+# rewriting the parser (log_amounts, error_code_counts, slowest_job_text in bench/).
+DATA_SHAPE_ERRORS = frozenset({"ValueError", "KeyError", "IndexError", "TypeError", "AttributeError"})
+LOOK_AT_THE_DATA = ("If the data is not shaped as you assumed, print a few items of it first "
+                    "(for example print(rows[:3])) and write the parsing code for what you see.")
 _REPEATED_OTHER_OUTCOME = ("Note: this code is identical to your previous step's, yet its outcome "
                            "differs: something it depends on changed.")
 # Told "change your approach" after a repeat that worked, a small model drops a right result.
@@ -76,6 +82,8 @@ def format_observation(observation: Observation, limit_chars: int, *,
         failed = observation.error is not None
         if failed == repeat_of_failed:
             text += "\n" + (_REPEATED_FAILURE if failed else _REPEATED_SUCCESS)
+            if failed and observation.error.type in DATA_SHAPE_ERRORS:
+                text += " " + LOOK_AT_THE_DATA
         else:  # the same code, another outcome: state changed between the steps
             text += "\n" + _REPEATED_OTHER_OUTCOME
     return "Observation:\n" + text

@@ -779,3 +779,28 @@ def test_a_failed_resample_call_runs_the_repeat_as_sent(llm_server):
     assert run.status is RunStatus.FINAL_ANSWER
     second = run.trace["steps"][1]
     assert second["error"]["type"] == "ZeroDivisionError" and second["rejected_outputs"] == []
+
+
+def test_a_repeated_data_shape_error_is_told_to_look_at_the_data_first(llm_server):
+    """The 1.5B model rewrote a parser for a log it had never printed until the step cap (log_amounts)."""
+    parse = code("lines = ['amount=EUR 1.250,50']\ntotal = sum(float(l.split('=')[1]) for l in lines)")
+    server = llm_server([parse, parse, parse, code("final_answer(1)")])
+    run = make_agent(server).run("Sum the amounts")
+
+    resample_note = server.requests[2].messages[-1]["content"]
+    assert resample_note.startswith("Error: this code is exactly the one from step 1, which failed with ValueError")
+    assert resample_note.endswith("print a few items of it first (for example print(rows[:3])) and write the "
+                                  "parsing code for what you see.")
+    ran_again = server.requests[3].messages[-1]["content"]  # sent a third time: it runs, and is told again
+    assert "identical to your previous step's, so it failed the same way" in ran_again
+    assert "print a few items of it first" in ran_again
+    assert run.answer == 1
+
+
+def test_a_repeated_error_that_is_not_about_the_data_gets_no_data_hint(llm_server):
+    server = llm_server([code("1 / 0"), code("1 / 0"), code("final_answer(1)")])
+    make_agent(server).run("One")
+
+    assert "exactly the one from step 1, which failed with ZeroDivisionError" in \
+        server.requests[2].messages[-1]["content"]
+    assert "print a few items" not in server.requests[2].messages[-1]["content"]
