@@ -211,13 +211,16 @@ def test_json_code_format_uses_structured_output_where_supported(llm_server):
         server.requests[0].messages[0]["content"]
 
 
-def test_json_code_syntax_error_is_reported_as_such(llm_server):
+@pytest.mark.parametrize("structured_output", ["auto", "json_object"])
+def test_json_code_syntax_error_is_reported_as_such(llm_server, structured_output):
     server = llm_server([json.dumps({"thought": "t", "code": "x = (1,"}),
                          json.dumps({"thought": "t", "code": "final_answer(1)"})])
-    run = agent(server, code_format="json").run("One")
+    run = agent(server, code_format="json", structured_output=structured_output).run("One")
 
     assert run.trace["steps"][0]["error"]["type"] == "SyntaxError"
-    assert "response_format" not in server.requests[0].body  # unknown model: prompted only
+    assert "'(' was never closed" in server.requests[1].messages[-1]["content"]
+    # an unknown model is only prompted for the format unless the shape is named
+    assert ("response_format" in server.requests[0].body) is (structured_output == "json_object")
     assert run.answer == 1
 
 
