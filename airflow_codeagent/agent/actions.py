@@ -124,13 +124,13 @@ def _unfenced_code(text: str) -> str | None:
     nor a word and a parenthesis ("Yes (confirmed)"), which parses as a call.
     """
     stripped = text.strip()
-    tree = _parsed(stripped)
+    tree = parsed_python(stripped)
     if (tree is not None and tree.body and any(isinstance(n, ast.Call) for n in ast.walk(tree))
             and not any(isinstance(n, ast.AnnAssign) and n.value is None for n in tree.body)
             and not _is_prose_call(tree, stripped)):
         return stripped
     lines = [line.strip() for line in stripped.splitlines() if line.strip().startswith("final_answer(")]
-    return next((line for line in lines if _parsed(line) is not None), None)
+    return next((line for line in lines if parsed_python(line) is not None), None)
 
 
 def _is_prose_call(tree: ast.Module, source: str) -> bool:
@@ -150,7 +150,8 @@ def _is_prose_call(tree: ast.Module, source: str) -> bool:
     return first_line[call.func.end_col_offset:call.func.end_col_offset + 1].isspace()
 
 
-def _parsed(source: str) -> ast.Module | None:
+def parsed_python(source: str) -> ast.Module | None:
+    """The module ``source`` parses to, or None for anything the parser gives up on."""
     try:
         return ast.parse(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):  # deep nesting exhausts the parser

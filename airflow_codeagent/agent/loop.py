@@ -559,10 +559,15 @@ class _Run:
         self.trace.steps.append(step)
         self._publish()
 
-    def _model_failure(self, step: Step, exc: ModelCallError) -> tuple[RunStatus, str]:
+    def _record_model_error(self, step: Step, exc: ModelCallError) -> str:
+        """Close ``step`` on a failed model call; return the message, with what to change if the mode knows."""
         message = self.agent.mode.explain_model_error(str(exc))
         step.error = ExecutionError("ModelCallError", message, "").to_dict()
         self._finish_step(step)
+        return message
+
+    def _model_failure(self, step: Step, exc: ModelCallError) -> tuple[RunStatus, str]:
+        message = self._record_model_error(step, exc)
         if exc.cancelled:
             return RunStatus.ERROR, "run cancelled"
         if self._run_deadline_passed():
@@ -580,8 +585,7 @@ class _Run:
                 self.memory.final_answer_request(reason, self.agent.mode.final_answer_how()),
                 step, deadline, "fallback")
         except ModelCallError as exc:
-            step.error = ExecutionError("ModelCallError", self.agent.mode.explain_model_error(str(exc)), "").to_dict()
-            self._finish_step(step)
+            self._record_model_error(step, exc)
             return
         except _BudgetRefusal as refusal:
             log.info("no final-answer fallback call: %s", refusal)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Collection
 
+from airflow_codeagent.agent.actions import parsed_python
 from airflow_codeagent.sandbox.instrument import physical_lines
 
 
@@ -49,9 +50,8 @@ def blank_pasted_stubs(code: str, provided: Collection[str]) -> tuple[str, list[
     does not count, such as a form feed inside the copy) leaves the code as
     written, for the sandbox to refuse.
     """
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    tree = parsed_python(code)
+    if tree is None:
         return code, []  # the sandbox reports what is wrong with it
     stubs = [node for node in tree.body if _is_pasted_stub(node, provided)]
     if not stubs:
@@ -62,10 +62,8 @@ def blank_pasted_stubs(code: str, provided: Collection[str]) -> tuple[str, list[
             lines[index] = lines[index][len(lines[index].rstrip("\r\n")):]  # keep the line break
     blanked = "".join(lines)
     kept = ast.Module(body=[node for node in tree.body if node not in stubs], type_ignores=[])
-    try:
-        if ast.dump(ast.parse(blanked), include_attributes=True) != ast.dump(kept, include_attributes=True):
-            return code, []
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    reparsed = parsed_python(blanked)
+    if reparsed is None or ast.dump(reparsed, include_attributes=True) != ast.dump(kept, include_attributes=True):
         return code, []
     return blanked, _notes(stubs)
 
