@@ -18,10 +18,13 @@ registers a bare ``airflow_codeagent`` package, so that the top-level
 2. confines itself with Landlock (``landlock.py``) where the kernel has it:
    reads only beneath the interpreter's own directories, writes only in its
    scratch directory, no TCP, no signals to processes outside the sandbox;
-3. sets resource limits (address space, file size, open files, core dumps,
+3. installs a seccomp filter (``seccomp.py``): no socket of any family (so
+   no path UNIX socket either, which neither of the above covers), no
+   io_uring, no ptrace of the worker, no system call through another ABI;
+4. sets resource limits (address space, file size, open files, core dumps,
    optionally processes; CPU time per step);
-4. imports the authorized modules (inside those limits);
-5. serves the parent: ``init`` (inputs), then ``run`` / ``variables``
+5. imports the authorized modules (inside those limits);
+6. serves the parent: ``init`` (inputs), then ``run`` / ``variables``
    requests until the command pipe closes.
 
 Model code runs in a ``RestrictedExecutor`` whose tools are stubs: a call
@@ -41,7 +44,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from airflow_codeagent.sandbox import landlock, protocol
+from airflow_codeagent.sandbox import landlock, protocol, seccomp
 from airflow_codeagent.sandbox.observation import ExecutionError
 from airflow_codeagent.sandbox.restricted import RestrictedExecutor
 
@@ -346,9 +349,11 @@ def confine_filesystem(config: dict[str, Any]) -> str:
 def main(config: dict[str, Any]) -> None:
     network = isolate_network()  # first: unshare needs a single-threaded process
     filesystem = confine_filesystem(config)  # before any thread: Landlock confines the caller's threads
+    syscalls = seccomp.refuse()  # also before any thread: the filter binds the caller and what it starts
     set_limits(config)
     channel = Channel(int(config["read_fd"]), int(config["write_fd"]))
-    ready = {"op": "ready", "network": network, "filesystem": filesystem, "pid": os.getpid()}
+    ready = {"op": "ready", "network": network, "filesystem": filesystem, "syscalls": syscalls,
+             "pid": os.getpid()}
     if config.get("mode") == "probe":
         channel.send(ready)
         probe(channel)

@@ -23,6 +23,10 @@ imports rather than copies); underneath:
   scratch directory, opens no TCP connection, and cannot signal the worker
   or any process outside the sandbox (``landlock.py``; see
   ``filesystem_isolation``);
+- **system calls**: a seccomp filter refuses every socket (also UNIX
+  sockets with a path, such as ``/var/run/docker.sock``), io_uring, ptrace
+  and reading another process's memory, and any call through another ABI
+  (``seccomp.py``; see ``syscall_filter``);
 - **limits** via ``setrlimit``: address space (``memory_limit_mb``), file
   size (``file_size_limit_mb``), open files, no core dumps, CPU seconds per
   step (``cpu_limit_s``) and, on request, processes (``process_limit``;
@@ -465,6 +469,7 @@ class IsolatedExecutor:
         self._cancelled = False
         self._network: str | None = None
         self._filesystem: str | None = None
+        self._syscalls: str | None = None
         try:
             self._res.child = self._spawn()  # starts in the background; run() waits for it
         except BaseException:
@@ -496,6 +501,12 @@ class IsolatedExecutor:
     def filesystem_isolation(self) -> str | None:
         """``landlock.CONFINED`` if the last started child is confined, else why not; None before it is ready."""
         return self._filesystem
+
+    @property
+    def syscall_filter(self) -> str | None:
+        """``seccomp.FILTERED`` if the last started child runs under the seccomp filter, else why not;
+        None before it is ready."""
+        return self._syscalls
 
     def run(self, code: str, *, time_limit_s: float | None = None) -> Observation:
         """Execute one code action in the child; never raises for anything model code does."""
@@ -700,6 +711,7 @@ class IsolatedExecutor:
             ) from None
         self._network = child.network = str(message.get("network"))
         self._filesystem = str(message.get("filesystem"))
+        self._syscalls = str(message.get("syscalls"))
         child.send(self._init_message)
         child.ready = True
         return child
@@ -867,6 +879,7 @@ class IsolatedExecutor:
                     child.send(protocol.dumps({"op": "probe", "code": code}))
             ready, reply = replies
             return {"network": ready.get("network"), "filesystem": ready.get("filesystem"),
+                    "syscalls": ready.get("syscalls"),
                     **{k: v for k, v in reply.items() if k != "op"}}
         except _ChildGone:
             raise SandboxError(f"the probe process died: {child.stderr_tail()}") from None

@@ -1,0 +1,158 @@
+"""System calls an escaped payload tries in the isolated child, and the seccomp filter refuses.
+
+Like ``test_isolated_confinement.py`` these assume RestrictedPython already
+fell: ``IsolatedExecutor._probe`` runs *unrestricted* Python (ctypes, raw
+system calls, machine code) in a child set up exactly like the sandbox. The
+target that motivated the filter is a UNIX socket with a path, such as
+``/var/run/docker.sock``: neither the network namespace nor Landlock stops a
+``connect`` to it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from airflow_codeagent.sandbox import seccomp
+from airflow_codeagent.sandbox.isolated import IsolatedExecutor
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="seccomp is Linux-only")
+
+# machine code for: socket(AF_UNIX, SOCK_STREAM, 0) through the 32-bit ABI (int 0x80, i386 number 359)
+_INT80_SOCKET = "53" "b867010000" "bb01000000" "b901000000" "31d2" "cd80" "5b" "c3"
+_RUN_MACHINE_CODE = """
+import ctypes, mmap
+page = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+page.write(bytes.fromhex({code!r}))
+result = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(page)))()
+"""
+_RAW_SYSCALL = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+args = {args}
+returned = libc.syscall({number}, *args)
+result = [returned, ctypes.get_errno()]
+"""
+
+
+@pytest.fixture
+def executor():
+    ex = IsolatedExecutor(authorized_imports=["json"])
+    yield ex
+    ex.close()
+
+
+@pytest.fixture
+def filtered(executor):
+    """The executor, after checking that its child runs under the filter (or saying why it cannot)."""
+    probe = executor._probe("result = 1")
+    if platform.machine() not in ("x86_64", "aarch64", "riscv64"):
+        assert probe["syscalls"].startswith("not filtered"), probe
+        pytest.skip(f"no filter for this architecture: {probe['syscalls']}")
+    assert probe["syscalls"] == seccomp.FILTERED, probe
+    assert executor.syscall_filter is None  # a probe child is not the executor's sandbox
+    executor.run("1")
+    assert executor.syscall_filter == seccomp.FILTERED
+    return executor
+
+
+def _unconfined(code: str) -> object:
+    """Run the same snippet in a plain child of the test, to show that the host would allow it."""
+    script = code + "\nprint(repr(result))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return eval(out.stdout)  # noqa: S307 - our own repr of ints and lists
+
+
+def _refused(probe: dict) -> bool:
+    return not probe["ok"] and probe["error"].startswith("PermissionError")
+
+
+def test_a_unix_socket_with_a_path_cannot_be_reached(filtered, tmp_path):
+    path = str(tmp_path / "docker.sock")
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(path)
+        server.listen(1)
+        os.chmod(path, 0o666)  # anyone may connect: only the filter stands in the way
+        probe = filtered._probe(f"import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({path!r})\n"
+                                f"s.sendall(b'POST /containers/create')\nresult = 'connected'")
+        assert _refused(probe), probe
+        server.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nobody knocked
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("snippet", [
+    "import socket\nresult = socket.socketpair()",
+    "import socket\nresult = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)",
+    "import socket\nresult = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)",
+])
+def test_no_socket_of_any_family_can_be_made(filtered, snippet):
+    assert _refused(filtered._probe(snippet))
+
+
+def test_no_socket_even_through_raw_ctypes(filtered):
+    """The Python-level socket module is not the guard: the system call itself is refused."""
+    number = {"x86_64": 41}.get(platform.machine(), 198)
+    probe = filtered._probe(_RAW_SYSCALL.format(number=number, args="[1, 1, 0]"))
+    assert probe["ok"] and probe["result"] == [-1, errno.EPERM], probe
+
+
+def test_io_uring_cannot_be_set_up(filtered):
+    """io_uring can open and connect sockets without the socket() system call."""
+    code = _RAW_SYSCALL.format(number=425, args="[8, ctypes.create_string_buffer(120)]")
+    if _unconfined(code)[0] < 0:
+        pytest.skip("io_uring is disabled on this host, so refusing it proves nothing here")
+    probe = filtered._probe(code)
+    assert probe["ok"] and probe["result"] == [-1, errno.EPERM], probe
+
+
+def test_the_worker_cannot_be_traced_or_robbed_of_a_file_descriptor(filtered):
+    ptrace_attach = {"x86_64": 101}.get(platform.machine(), 117)
+    probe = filtered._probe(_RAW_SYSCALL.format(number=ptrace_attach, args=f"[16, {os.getpid()}, 0, 0]"))
+    assert probe["ok"] and probe["result"] == [-1, errno.EPERM], probe
+    # pidfd_getfd would copy the worker's descriptors (its database connection, its log) into the child
+    steal = f"import os\npidfd = os.pidfd_open({os.getpid()})\n" + _RAW_SYSCALL.format(number=438, args="[pidfd, 0, 0]")
+    probe = filtered._probe(steal)
+    assert probe["ok"] and probe["result"] == [-1, errno.EPERM], probe
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the 32-bit ABI is an x86-64 matter")
+def test_the_32_bit_abi_is_no_way_around_the_filter(filtered):
+    """int 0x80 numbers socket() 359, not 41: a filter on the native numbers alone would let it through."""
+    code = _RUN_MACHINE_CODE.format(code=_INT80_SOCKET)
+    try:
+        host_fd = _unconfined(code)
+    except AssertionError:
+        pytest.skip("this kernel runs no 32-bit system calls (no IA-32 emulation)")
+    assert host_fd >= 0  # the host makes a socket this way
+    probe = filtered._probe(code)
+    assert probe["ok"] and probe["result"] == -errno.EPERM, probe
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="x32 is an x86-64 ABI")
+def test_the_x32_abi_is_no_way_around_the_filter(filtered):
+    code = _RAW_SYSCALL.format(number=41 | 0x40000000, args="[1, 1, 0]")
+    probe = filtered._probe(code)
+    assert probe["ok"] and probe["result"] == [-1, errno.EPERM], probe  # unfiltered: a socket, or ENOSYS
+
+
+def test_model_code_still_runs_under_the_filter(filtered):
+    observation = filtered.run(textwrap.dedent("""
+        import json
+        rows = [{"id": i, "ok": i % 2 == 0} for i in range(5)]
+        print(json.dumps([r["id"] for r in rows if r["ok"]]))
+    """))
+    assert observation.error is None and observation.stdout == "[0, 2, 4]\n"
