@@ -542,6 +542,7 @@ class _Run:
         step.code = code
         runnable, step.notes = blank_pasted_stubs(code, self.provided_names)
         observation = self.executor.run(runnable, time_limit_s=time_limit_s)
+        self._record_confinement()
         step.stdout = observation.stdout
         step.value = observation.value_repr
         step.error = None if observation.error is None else observation.error.to_dict()
@@ -550,6 +551,16 @@ class _Run:
         step.execution_s = observation.duration_s
         step.tool_calls = [c.to_dict() for c in observation.tool_calls]
         return observation
+
+    def _record_confinement(self) -> None:
+        """Put how the sandbox held the code into the trace; warn once about each guard that is missing."""
+        confinement = self.executor.confinement()
+        missing = {k: v for k, v in confinement.items() if v.startswith("not ")}
+        for guard, why in missing.items():
+            if self.trace.confinement.get(guard) != why:
+                log.warning("the %s sandbox runs model code without its %s guard (%s)", self.agent.sandbox,
+                            guard, why)
+        self.trace.confinement = confinement
 
     def _finish_step(self, step: Step) -> None:
         step.ended_at = now_iso()

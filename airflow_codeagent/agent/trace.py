@@ -225,6 +225,7 @@ class Trace:
     limits: Mapping[str, Any]
     tools: list[str]
     inputs: dict[str, str]
+    confinement: dict[str, str] = field(default_factory=dict)  # Executor.confinement, once known
     redactor: Redactor = field(default_factory=Redactor)
     max_field_chars: int = 110_000  # above the sandbox output cap, so output is cut once
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -255,6 +256,7 @@ class Trace:
             "duration_s": None if self.duration_s is None else round(self.duration_s, 6),
             "totals": {**self.usage.to_dict(), "steps": len(self.steps)},
             "limits": dict(self.limits),
+            "confinement": dict(self.confinement),
             "tools": list(self.tools),
             "inputs": dict(self.inputs),
             "steps": [step.to_dict(self.max_field_chars) for step in self.steps],

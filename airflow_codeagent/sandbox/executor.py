@@ -24,6 +24,10 @@ class Executor(Protocol):
     def variables(self) -> dict[str, Any]:
         """What model code has defined so far, for summaries of compacted steps."""
 
+    def confinement(self) -> dict[str, str]:
+        """What holds model code beside the policy (process, network, filesystem, system calls), each
+        in a few words, so a trace shows how confined its run really was; empty before it is known."""
+
     def cancel(self) -> None:
         """Stop the running code as soon as possible; callable from any thread."""
 

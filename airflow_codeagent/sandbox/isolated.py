@@ -502,6 +502,12 @@ class IsolatedExecutor:
         """``landlock.CONFINED`` if the last started child is confined, else why not; None before it is ready."""
         return self._filesystem
 
+    def confinement(self) -> dict[str, str]:
+        if self._network is None:
+            return {}
+        return {"process": "child process", "network": self._network, "filesystem": str(self._filesystem),
+                "syscalls": str(self._syscalls)}
+
     @property
     def syscall_filter(self) -> str | None:
         """``seccomp.FILTERED`` if the last started child runs under the seccomp filter, else why not;

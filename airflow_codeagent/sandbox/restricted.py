@@ -45,6 +45,7 @@ _MAX_TRACEBACK_FRAMES = 8
 _MAX_ARGUMENT_REPR = 200
 _MAX_MESSAGE_CHARS = 10_000  # an error message is model-controlled text, like stdout
 MAX_ANSWER_CHARS = 100_000  # the answer goes to XCom and the trace; bulk data belongs in a tool
+IN_PROCESS_CONFINEMENT = {"process": "the worker's own: the RestrictedPython policy is the only guard"}
 
 
 class _FinalAnswerGiven(BaseException):
@@ -111,6 +112,9 @@ class RestrictedExecutor:
         """Names model code has defined so far (without tools and hooks)."""
         hidden = set(self._tools) | {FINAL_ANSWER_NAME}
         return {k: v for k, v in self._namespace.items() if not k.startswith("_") and k not in hidden}
+
+    def confinement(self) -> dict[str, str]:
+        return dict(IN_PROCESS_CONFINEMENT)
 
     def cancel(self) -> None:
         self.clock.cancel()

@@ -25,6 +25,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
+from airflow_codeagent.sandbox.isolated import IsolatedExecutor
 from tests.browser.conftest import USERNAME
 
 pytestmark = pytest.mark.integration
@@ -145,7 +146,16 @@ def test_agent_trace_tab_shows_the_run(api_server, browser, agent_run, tmp_path)
     shown = stats(driver)
     assert shown.pop("total time").endswith(("ms", " s"))
     assert shown == {"model": "openai/scripted-model", "steps": "3 of 4", "llm calls": "3", "input tokens": "300",
-                     "output tokens": "60", "cost": "unknown", "retries": "0"}
+                     "output tokens": "60", "cost": "unknown", "retries": "0", "sandbox": "isolated"}
+    # ...and, on hover, how this worker confined the sandbox child: what a child here really gets.
+    host = IsolatedExecutor(authorized_imports=["json"])
+    try:
+        probe = host._probe("result = 1")
+    finally:
+        host.close()
+    sandbox = header.find_element(By.XPATH, ".//div[@class='stat-label' and text()='Sandbox']/..")
+    assert sandbox.get_attribute("title") == (f"process: child process\nnetwork: {probe['network']}\n"
+                                              f"filesystem: {probe['filesystem']}\nsyscalls: {probe['syscalls']}")
     answer = header.find_element(By.CSS_SELECTOR, "pre.answer-text").text
     assert json.loads(answer) == {"acme": 10.5, "globex": 4.5}
 

@@ -9,6 +9,8 @@ import pytest
 
 from airflow_codeagent import CodeAgent, RetryPolicy, RunStatus, tool
 from airflow_codeagent.agent.trace import load_schema
+from airflow_codeagent.sandbox.isolated import IsolatedExecutor
+from airflow_codeagent.sandbox.restricted import IN_PROCESS_CONFINEMENT, RestrictedExecutor
 from airflow_codeagent.testing.scripted_llm import DropConnection, HTTPError, Malformed, Reply
 
 pytestmark = pytest.mark.integration
@@ -804,3 +806,42 @@ def test_a_repeated_error_that_is_not_about_the_data_gets_no_data_hint(llm_serve
     assert "exactly the one from step 1, which failed with ZeroDivisionError" in \
         server.requests[2].messages[-1]["content"]
     assert "print a few items" not in server.requests[2].messages[-1]["content"]
+
+
+@pytest.mark.parametrize("sandbox", ["restricted", "isolated"])
+def test_the_trace_says_how_the_sandbox_confined_the_code(llm_server, sandbox):
+    """A reviewer must be able to tell a confined run from one that ran beside the worker's secrets."""
+    server = llm_server([code("x = 1"), code("final_answer(x)")])
+    published = []
+    run = make_agent(server, sandbox=sandbox).run("One", on_step=published.append)
+
+    if sandbox == "restricted":
+        expected = IN_PROCESS_CONFINEMENT
+    else:  # what this host really gives a sandbox child, asked of one directly
+        host = IsolatedExecutor(authorized_imports=["json"])
+        try:
+            probe = host._probe("result = 1")
+        finally:
+            host.close()
+        expected = {"process": "child process", "network": probe["network"],
+                    "filesystem": probe["filesystem"], "syscalls": probe["syscalls"]}
+    assert run.trace["confinement"] == expected
+    assert published[0]["confinement"] == expected  # from the first step on, not only at the end
+    assert_valid_trace(run.trace)
+
+
+def test_a_guard_the_worker_cannot_set_up_is_logged_once(llm_server, caplog):
+    class HalfConfined(RestrictedExecutor):
+        def confinement(self) -> dict[str, str]:
+            return {"process": "child process", "filesystem": "not confined: the kernel has no Landlock"}
+
+    server = llm_server([code("x = 1"), code("x += 1"), code("final_answer(x)")])
+    agent = make_agent(server)
+    agent._executor_factory = HalfConfined
+    with caplog.at_level("WARNING", logger="airflow_codeagent.agent.loop"):
+        run = agent.run("Two")
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["the restricted sandbox runs model code without its filesystem guard "
+                        "(not confined: the kernel has no Landlock)"]
+    assert run.trace["confinement"]["filesystem"].startswith("not confined")

@@ -239,6 +239,21 @@
     return node;
   }
 
+  /* Which sandbox ran the code; a guard the worker could not set up (a value "not ...") is named and
+     flagged, and the tooltip lists every guard, so a reviewer sees how confined the run really was. */
+  function sandboxStat(trace) {
+    var name = (trace.limits || {}).sandbox;
+    if (!name) { return null; }
+    var confinement = trace.confinement || {};
+    var guards = Object.keys(confinement);
+    var missing = guards.filter(function (g) { return String(confinement[g]).indexOf("not ") === 0; });
+    var title = guards.length
+      ? guards.map(function (g) { return g + ": " + confinement[g]; }).join("\n")
+      : "no step had run code when this trace was written";
+    return stat("Sandbox", name + (missing.length ? " \u00b7 without " + missing.join(", ") : ""), title,
+                missing.length ? "stat-warn" : null);
+  }
+
   /* A run that has not ended has no duration yet: show the time up to its latest step. */
   function totalTime(trace) {
     if (trace.duration_s !== null && trace.duration_s !== undefined) { return seconds(trace.duration_s); }
@@ -294,7 +309,8 @@
       stat("Output tokens", num(totals.output_tokens)),
       stat("Cost", cost(totals.cost_usd), totals.cost_usd === null ? "the model has no price on record" : null),
       stat("Total time", totalTime(trace)),
-      stat("Retries", num(totals.retries)));
+      stat("Retries", num(totals.retries)),
+      sandboxStat(trace));
     header.appendChild(grid);
 
     var answer = el("div", "answer");
