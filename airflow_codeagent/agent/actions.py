@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
+from airflow_codeagent.sandbox.instrument import physical_lines
+
 # A fence may carry an info string (```python title="x.py"); only a bare ``` line closes it,
 # so a ```sql inside a Python string does not end the block early.
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n`]*\n(.*?)(?:\n[ \t]*```[ \t]*(?=\n|\Z)|\Z)", re.DOTALL)
@@ -146,7 +148,8 @@ def _is_prose_call(tree: ast.Module, source: str) -> bool:
     if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.end_lineno == 1
             and call.func.id != "final_answer"):
         return False
-    first_line = source.splitlines()[0]
+    # Column offsets count UTF-8 bytes ("Genève (Suisse)"), on the parser's own first line.
+    first_line = physical_lines(source)[0].encode()
     return first_line[call.func.end_col_offset:call.func.end_col_offset + 1].isspace()
 
 

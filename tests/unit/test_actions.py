@@ -269,7 +269,8 @@ def test_a_label_line_that_parses_as_an_annotation_is_prose_not_code(reply):
     assert isinstance(failure, ParseFailure) and failure.prose_only
 
 
-@pytest.mark.parametrize("reply", ["Yes (confirmed)", "Done (see above)", "Paris (France)"])
+@pytest.mark.parametrize("reply", ["Yes (confirmed)", "Done (see above)", "Paris (France)",
+                                   "Genève (Suisse)", "Réponse (oui)", "Ja\x0c (bestätigt)"])
 def test_a_word_and_a_parenthesis_is_prose_not_a_call(reply):
     failure = parse_code_action(reply)
     assert isinstance(failure, ParseFailure) and failure.prose_only
