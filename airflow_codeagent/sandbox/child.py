@@ -18,9 +18,11 @@ registers a bare ``airflow_codeagent`` package, so that the top-level
 2. confines itself with Landlock (``landlock.py``) where the kernel has it:
    reads only beneath the interpreter's own directories, writes only in its
    scratch directory, no TCP, no signals to processes outside the sandbox;
-3. installs a seccomp filter (``seccomp.py``): no socket of any family (so
-   no path UNIX socket either, which neither of the above covers), no
-   io_uring, no ptrace of the worker, no system call through another ABI;
+3. installs a seccomp filter (``seccomp.py``) against what the worker's uid
+   reaches and neither of the above covers: no socket of any family (so no
+   UNIX socket with a path), no io_uring, no ptrace, signals, limits or
+   priorities of other processes, no chmod/chown/utime/xattr writes, no SysV
+   IPC, POSIX message queues or keyrings, no call through another ABI;
 4. sets resource limits (address space, file size, open files, core dumps,
    optionally processes; CPU time per step);
 5. imports the authorized modules (inside those limits);

@@ -23,10 +23,12 @@ imports rather than copies); underneath:
   scratch directory, opens no TCP connection, and cannot signal the worker
   or any process outside the sandbox (``landlock.py``; see
   ``filesystem_isolation``);
-- **system calls**: a seccomp filter refuses every socket (also UNIX
-  sockets with a path, such as ``/var/run/docker.sock``), io_uring, ptrace
-  and reading another process's memory, and any call through another ABI
-  (``seccomp.py``; see ``syscall_filter``);
+- **system calls**: a seccomp filter refuses what the worker's uid would
+  reach past Landlock: every socket (also UNIX sockets with a path, such as
+  ``/var/run/docker.sock``), io_uring, ptrace, signals, limits and
+  priorities of any other process, file metadata writes (chmod, chown,
+  utime, xattrs), SysV IPC, POSIX message queues and keyrings, and any call
+  through another ABI (``seccomp.py``; see ``syscall_filter``);
 - **limits** via ``setrlimit``: address space (``memory_limit_mb``), file
   size (``file_size_limit_mb``), open files, no core dumps, CPU seconds per
   step (``cpu_limit_s``) and, on request, processes (``process_limit``;

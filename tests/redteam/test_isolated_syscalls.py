@@ -3,9 +3,11 @@
 Like ``test_isolated_confinement.py`` these assume RestrictedPython already
 fell: ``IsolatedExecutor._probe`` runs *unrestricted* Python (ctypes, raw
 system calls, machine code) in a child set up exactly like the sandbox. The
-target that motivated the filter is a UNIX socket with a path, such as
-``/var/run/docker.sock``: neither the network namespace nor Landlock stops a
-``connect`` to it.
+targets are what the worker's uid reaches and neither the network namespace
+nor Landlock covers: a UNIX socket with a path (``/var/run/docker.sock``),
+the metadata of the worker's files, the limits and priority of its
+processes, its SysV IPC objects and its session keyring. Each attack is also
+shown to work outside the sandbox where that is not obvious.
 """
 
 from __future__ import annotations
@@ -156,3 +158,96 @@ def test_model_code_still_runs_under_the_filter(filtered):
         print(json.dumps([r["id"] for r in rows if r["ok"]]))
     """))
     assert observation.error is None and observation.stdout == "[0, 2, 4]\n"
+
+
+# -- what the worker's uid allows and Landlock does not cover --------------------------------
+
+
+def test_file_metadata_of_the_workers_files_cannot_be_changed(filtered, tmp_path):
+    """A child of a root worker could otherwise make any binary setuid root, or a secret world-readable."""
+    secret = tmp_path / "connection.json"
+    secret.write_text("canary")
+    secret.chmod(0o600)
+    before = secret.stat()
+    for attack in (f"import os\nos.chmod({str(secret)!r}, 0o4777)",
+                   f"import os\nos.chown({str(secret)!r}, {before.st_uid}, {before.st_gid})",
+                   f"import os\nos.utime({str(secret)!r}, (0, 0))",
+                   f"import os\nos.setxattr({str(secret)!r}, 'user.planted', b'x')"):
+        probe = filtered._probe(attack + "\nresult = 'changed'")
+        assert _refused(probe), (attack, probe)
+    after = secret.stat()
+    assert (after.st_mode, after.st_uid, after.st_mtime_ns) == (before.st_mode, before.st_uid, before.st_mtime_ns)
+
+
+@pytest.fixture
+def bystander():
+    """A process of the worker's user that is not part of the sandbox (the worker itself, for all it matters)."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def test_another_process_of_the_user_cannot_be_limited_reniced_or_pinned(filtered, bystander):
+    pid = bystander.pid
+    niceness, affinity = os.getpriority(os.PRIO_PROCESS, pid), os.sched_getaffinity(pid)
+    prlimit_cpu_1s = f"""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+class Limit(ctypes.Structure):
+    _fields_ = [("soft", ctypes.c_ulong), ("hard", ctypes.c_ulong)]
+result = [libc.prlimit({pid}, 0, ctypes.byref(Limit(1, 1)), None), ctypes.get_errno()]
+"""
+    probe = filtered._probe(prlimit_cpu_1s)  # RLIMIT_CPU of 1 s: the kernel would kill it within a second
+    assert probe["ok"] and probe["result"] == [-1, errno.EPERM], probe
+    for attack in (f"import os\nos.setpriority(os.PRIO_PROCESS, {pid}, 19)",
+                   "import os\nos.setpriority(os.PRIO_USER, 0, 19)",  # every process of the user
+                   f"import os\nos.sched_setaffinity({pid}, {{0}})",
+                   f"import os\nos.sched_setscheduler({pid}, os.SCHED_IDLE, os.sched_param(0))",
+                   f"import os, signal\nos.kill({pid}, signal.SIGKILL)"):
+        assert _refused(filtered._probe(attack + "\nresult = 'done'")), attack
+    assert bystander.poll() is None
+    assert (os.getpriority(os.PRIO_PROCESS, pid), os.sched_getaffinity(pid)) == (niceness, affinity)
+    # ...while the child still sets its own limits and priority
+    own = filtered._probe("import os, resource\nresource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))\n"
+                          "os.setpriority(os.PRIO_PROCESS, 0, 5)\nresult = resource.getrlimit(resource.RLIMIT_NOFILE)")
+    assert own["ok"] and list(own["result"]) == [32, 32], own
+
+
+_SYSV_SHM = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+result = [libc.shmget({key}, 0, 0), ctypes.get_errno()]
+"""
+
+
+def test_the_workers_shared_memory_cannot_be_attached(filtered):
+    libc = ctypes.CDLL(None, use_errno=True)
+    key = 0x0C0DE000 | (os.getpid() & 0xFFF)
+    segment = libc.shmget(key, 4096, 0o600 | 0o1000)  # IPC_CREAT, owner only: the worker's uid
+    if segment < 0:
+        pytest.skip(f"no SysV shared memory here ({os.strerror(ctypes.get_errno())})")
+    try:
+        assert _unconfined(_SYSV_SHM.format(key=key))[0] == segment  # the same uid finds it
+        probe = filtered._probe(_SYSV_SHM.format(key=key))
+        assert probe["ok"] and probe["result"] == [-1, errno.EPERM], probe
+    finally:
+        libc.shmctl(segment, 0, None)  # IPC_RMID
+
+
+_READ_SESSION_KEYRING = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+buffer = ctypes.create_string_buffer(4096)
+result = [libc.syscall({keyctl}, 11, ctypes.c_long(-3), buffer, 4096), ctypes.get_errno()]  # KEYCTL_READ @s
+"""
+
+
+def test_the_workers_session_keyring_cannot_be_read(filtered):
+    keyctl = {"x86_64": 250}.get(platform.machine(), 219)
+    code = _READ_SESSION_KEYRING.format(keyctl=keyctl)
+    if _unconfined(code)[0] < 0:
+        pytest.skip("this kernel has no keyrings for this process")
+    probe = filtered._probe(code)
+    assert probe["ok"] and probe["result"] == [-1, errno.EPERM], probe
