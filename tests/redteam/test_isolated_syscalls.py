@@ -208,9 +208,9 @@ result = [libc.prlimit({pid}, 0, ctypes.byref(Limit(1, 1)), None), ctypes.get_er
         assert _refused(filtered._probe(attack + "\nresult = 'done'")), attack
     assert bystander.poll() is None
     assert (os.getpriority(os.PRIO_PROCESS, pid), os.sched_getaffinity(pid)) == (niceness, affinity)
-    # ...while the child still sets its own limits and priority
+    # ...while the child still sets its own limits and priority (19: lowering it needs a privilege)
     own = filtered._probe("import os, resource\nresource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))\n"
-                          "os.setpriority(os.PRIO_PROCESS, 0, 5)\nresult = resource.getrlimit(resource.RLIMIT_NOFILE)")
+                          "os.setpriority(os.PRIO_PROCESS, 0, 19)\nresult = resource.getrlimit(resource.RLIMIT_NOFILE)")
     assert own["ok"] and list(own["result"]) == [32, 32], own
 
 
