@@ -11,7 +11,9 @@ RestrictedPython. After ``refuse`` the child and everything it starts get
   socket with a path (``/var/run/docker.sock``, a local database) either; and
   io_uring, whose queued operations would open one without ``socket()``;
 - **the worker's process**: ``ptrace``, ``process_vm_readv``/``writev``,
-  ``pidfd_getfd`` (taking its file descriptors), ``pidfd_send_signal``; and
+  ``pidfd_getfd`` (taking its file descriptors), ``pidfd_send_signal``,
+  ``perf_event_open`` (sampling its registers) and the other calls that
+  take another process's pid (``process_madvise``, ``move_pages``, ...); and
   signals, resource limits, priorities, CPU affinity and scheduling for any
   process but the child itself: ``prlimit(worker, RLIMIT_CPU, 1)`` would
   kill the worker, ``setpriority(PRIO_USER, ...)`` renice all of its user's
@@ -22,6 +24,8 @@ RestrictedPython. After ``refuse`` the child and everything it starts get
 - **shared kernel objects**: SysV shared memory, semaphores and message
   queues, POSIX message queues and the kernel keyring, which the child would
   share with the worker (the worker's session keyring is inherited);
+- **kernel surface** it has no use for once set up: new namespaces,
+  mounts, ``chroot``, BPF, ``userfaultfd`` (a favourite of kernel exploits);
 - anything through **another ABI** than the interpreter's own (``int 0x80``
   on x86-64, x32): those have other numbers, so a filter keyed on the native
   ones would not see them.
@@ -54,7 +58,8 @@ _REFUSED = {
     "io_uring_setup": (425, 425), "io_uring_enter": (426, 426), "io_uring_register": (427, 427),
     # the worker's process
     "ptrace": (101, 117), "process_vm_readv": (310, 270), "process_vm_writev": (311, 271),
-    "pidfd_getfd": (438, 438), "pidfd_send_signal": (424, 424),
+    "pidfd_getfd": (438, 438), "pidfd_send_signal": (424, 424), "perf_event_open": (298, 241),
+    "process_madvise": (440, 440), "migrate_pages": (256, 238), "move_pages": (279, 239), "kcmp": (312, 272),
     # file metadata
     "chmod": (90, None), "fchmod": (91, 52), "fchmodat": (268, 53), "fchmodat2": (452, 452),
     "chown": (92, None), "fchown": (93, 55), "lchown": (94, None), "fchownat": (260, 54),
@@ -69,6 +74,11 @@ _REFUSED = {
     "mq_open": (240, 180), "mq_unlink": (241, 181), "mq_timedsend": (242, 182),
     "mq_timedreceive": (243, 183), "mq_notify": (244, 184), "mq_getsetattr": (245, 185),
     "add_key": (248, 217), "request_key": (249, 218), "keyctl": (250, 219),
+    # kernel surface the child has no use for once it is set up (namespaces, mounts, BPF, userfaultfd)
+    "unshare": (272, 97), "setns": (308, 268), "bpf": (321, 280), "userfaultfd": (323, 282),
+    "mount": (165, 40), "umount2": (166, 39), "pivot_root": (155, 41), "chroot": (161, 51),
+    "open_tree": (428, 428), "move_mount": (429, 429), "fsopen": (430, 430), "fsconfig": (431, 431),
+    "fsmount": (432, 432), "fspick": (433, 433), "mount_setattr": (442, 442),
 }
 
 # Allowed only on the child itself: name -> (numbers as above, the arguments' allowed values for

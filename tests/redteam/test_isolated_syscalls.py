@@ -251,3 +251,24 @@ def test_the_workers_session_keyring_cannot_be_read(filtered):
         pytest.skip("this kernel has no keyrings for this process")
     probe = filtered._probe(code)
     assert probe["ok"] and probe["result"] == [-1, errno.EPERM], probe
+
+
+_X86_64 = platform.machine() == "x86_64"
+KERNEL_SURFACE = {  # what each attempt needs; args of a raw syscall
+    "unshare a mount namespace": (272 if _X86_64 else 97, "[0x20000]"),  # a private mount table to build on
+    "unshare a PID namespace": (272 if _X86_64 else 97, "[0x20000000]"),
+    "userfaultfd": (323 if _X86_64 else 282, "[1]"),  # user-mode only; stalls the kernel mid-copy in exploits
+    "perf_event_open on the worker": (298 if _X86_64 else 241,  # samples another process's registers
+                                      "[ctypes.create_string_buffer(bytes([1, 0, 0, 0, 128]) + bytes(123)), "
+                                      "{worker}, -1, -1, 0]"),
+}
+
+
+@pytest.mark.parametrize("attempt", sorted(KERNEL_SURFACE))
+def test_kernel_surface_the_child_has_no_use_for_is_closed(filtered, attempt):
+    number, args = KERNEL_SURFACE[attempt]
+    code = _RAW_SYSCALL.format(number=number, args=args.format(worker=os.getpid()))
+    if _unconfined(code)[0] < 0:
+        pytest.skip(f"this host refuses {attempt} to an unconfined process too")
+    probe = filtered._probe(code)
+    assert probe["ok"] and probe["result"] == [-1, errno.EPERM], probe
