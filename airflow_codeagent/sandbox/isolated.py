@@ -14,7 +14,8 @@ imports rather than copies); underneath:
   log file the host reads when the child dies;
 - **no network**: the child unshares a user + network namespace (or a
   network namespace alone) before anything else; where neither is permitted
-  it refuses socket creation in Python (see ``network_isolation``). The user
+  it refuses socket creation in Python (see ``network_isolation``), and the
+  seccomp filter below refuses every socket in any case. The user
   namespace also leaves the child no capability in the host's namespace:
   even the child of a root worker cannot read ``/proc/<worker>/environ`` or
   its memory, nor raise its own limits again;
