@@ -22,8 +22,9 @@ registers a bare ``airflow_codeagent`` package, so that the top-level
    reaches and neither of the above covers: no socket of any family (so no
    UNIX socket with a path), no io_uring, no ptrace, signals, limits or
    priorities of other processes, no chmod/chown/utime/xattr writes, no SysV
-   IPC, POSIX message queues or keyrings, no namespaces, mounts, BPF or
-   userfaultfd, no call through another ABI;
+   IPC, POSIX message queues, keyrings or inotify, no leaving its process
+   group, no namespaces, mounts, BPF or userfaultfd, no call through
+   another ABI;
 4. sets resource limits (address space, file size, open files, core dumps,
    optionally processes; CPU time per step);
 5. imports the authorized modules (inside those limits);

@@ -837,11 +837,14 @@ class IsolatedExecutor:
         child.send(protocol.dumps(reply))
 
     def _after_death(self, child: _Child, limit: float | None) -> ExecutionError:
+        killed_by_host = child.killed  # close() from another thread, or a failed variables listing
+        # Dead but not yet reaped, the child's pid still names its process group: whatever it
+        # started (and could not move out of the group) dies with it, before the pid can be reused.
+        child.kill_group()
         try:
             status = child.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             status = None
-        killed_by_host = child.killed  # close() from another thread, or a failed variables listing
         tail = "" if killed_by_host else child.stderr_tail()
         self._discard_child(respawn=True)
         if killed_by_host and child.note:

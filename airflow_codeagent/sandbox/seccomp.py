@@ -17,15 +17,22 @@ RestrictedPython. After ``refuse`` the child and everything it starts get
   signals, resource limits, priorities, CPU affinity and scheduling for any
   process but the child itself: ``prlimit(worker, RLIMIT_CPU, 1)`` would
   kill the worker, ``setpriority(PRIO_USER, ...)`` renice all of its user's
-  processes, and Landlock scopes only signals, only from Linux 6.12;
+  processes, and Landlock scopes only signals, only from Linux 6.12; also
+  ``fcntl(F_SETOWN)`` (a SIGIO to another process), ``clone(CLONE_PARENT)``
+  (a child of the worker), and ``setsid``/``setpgid``, so that everything
+  the child starts stays in its process group and dies with it;
 - **file metadata**: ``chmod``, ``chown``, ``utime`` and extended-attribute
   writes on any path, which Landlock does not guard: a child of a root worker
   could otherwise make any binary setuid root or a secret world-readable;
 - **shared kernel objects**: SysV shared memory, semaphores and message
   queues, POSIX message queues and the kernel keyring, which the child would
   share with the worker (the worker's session keyring is inherited);
-- **kernel surface** it has no use for once set up: new namespaces,
-  mounts, ``chroot``, BPF, ``userfaultfd`` (a favourite of kernel exploits);
+- **kernel surface** it has no use for once set up: new namespaces (by
+  ``unshare``, ``setns`` or ``clone`` flags; ``clone3``, whose flags the
+  filter cannot read, answers ``ENOSYS`` so that libc falls back to
+  ``clone``), mounts, ``chroot``, BPF, ``userfaultfd`` (a favourite of
+  kernel exploits), and inotify/fanotify, which would report the names of
+  files in directories Landlock does not let it list;
 - anything through **another ABI** than the interpreter's own (``int 0x80``
   on x86-64, x32): those have other numbers, so a filter keyed on the native
   ones would not see them.
@@ -74,6 +81,11 @@ _REFUSED = {
     "mq_open": (240, 180), "mq_unlink": (241, 181), "mq_timedsend": (242, 182),
     "mq_timedreceive": (243, 183), "mq_notify": (244, 184), "mq_getsetattr": (245, 185),
     "add_key": (248, 217), "request_key": (249, 218), "keyctl": (250, 219),
+    # leaving the child's process group: what it starts must die with it (killpg on close)
+    "setsid": (112, 157), "setpgid": (109, 154),
+    # watching directories Landlock will not let it list (names and timing of other files)
+    "inotify_init": (253, None), "inotify_init1": (294, 26), "inotify_add_watch": (254, 27),
+    "fanotify_init": (300, 262), "fanotify_mark": (301, 263),
     # kernel surface the child has no use for once it is set up (namespaces, mounts, BPF, userfaultfd)
     "unshare": (272, 97), "setns": (308, 268), "bpf": (321, 280), "userfaultfd": (323, 282),
     "mount": (165, 40), "umount2": (166, 39), "pivot_root": (155, 41), "chroot": (161, 51),
@@ -101,6 +113,22 @@ _SELF_ONLY: dict[str, tuple[tuple[int, int], _Rule]] = {
     "rt_tgsigqueueinfo": ((297, 240), lambda pid: [(0, (pid,))]),
 }
 
+# Refused for some arguments only: name -> (numbers, argument index, refused values, refused bits).
+_F_SETOWN, _F_SETSIG, _F_SETOWN_EX, _F_SETLEASE, _F_NOTIFY = 8, 10, 15, 1024, 1026
+_PR_SCHED_CORE = 62
+_CLONE_PARENT = 0x00008000
+_CLONE_NEW_NAMESPACES = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
+_REFUSED_ARGUMENTS: dict[str, tuple[tuple[int, int], int, tuple[int, ...], int]] = {
+    # a signal (SIGIO, or any with F_SETSIG) to another process when a descriptor becomes ready
+    "fcntl": ((72, 25), 1, (_F_SETOWN, _F_SETSIG, _F_SETOWN_EX, _F_SETLEASE, _F_NOTIFY), 0),
+    "prctl": ((157, 167), 0, (_PR_SCHED_CORE,), 0),  # core scheduling of another process
+    # a child of the worker (CLONE_PARENT), or new namespaces that unshare would be refused
+    "clone": ((56, 220), 0, (), _CLONE_PARENT | _CLONE_NEW_NAMESPACES),
+}
+# Answered "no such call": clone3's flags are in memory the filter cannot read, and glibc and
+# CPython fall back to clone, whose flags it can.
+_UNAVAILABLE = {"clone3": (435, 435)}
+
 
 class _Architecture(NamedTuple):
     audit_arch: int  # AUDIT_ARCH_* of the native ABI, as seccomp_data.arch reports it
@@ -118,11 +146,13 @@ _ARCHITECTURES = {
 _LOAD_WORD = 0x00 | 0x00 | 0x20  # BPF_LD | BPF_W | BPF_ABS
 _JUMP_IF_EQUAL = 0x05 | 0x10  # BPF_JMP | BPF_JEQ | BPF_K
 _JUMP_IF_AT_LEAST = 0x05 | 0x30  # BPF_JMP | BPF_JGE | BPF_K
+_JUMP_IF_ANY_BIT = 0x05 | 0x40  # BPF_JMP | BPF_JSET | BPF_K
 _JUMP = 0x05 | 0x00  # BPF_JMP | BPF_JA
 _RETURN = 0x06  # BPF_RET | BPF_K
 _OFFSET_NR, _OFFSET_ARCH, _OFFSET_ARGS = 0, 4, 16  # in struct seccomp_data; args are 8 bytes each
 _ALLOW = 0x7FFF0000
 _REFUSE = 0x00050000 | errno.EPERM  # SECCOMP_RET_ERRNO
+_UNAVAILABLE_ERRNO = 0x00050000 | errno.ENOSYS
 _PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 38, 22, 2
 
 Instruction = tuple[int, int, int, int]  # code, jump-if-true, jump-if-false, k
@@ -164,9 +194,19 @@ def filter_program(arch: _Architecture, pid: int) -> list[Instruction]:
     for numbers in _REFUSED.values():
         if numbers[arch.table] is not None:
             asm.emit(_JUMP_IF_EQUAL, numbers[arch.table], if_true="refuse")
-    for name, (numbers, _) in _SELF_ONLY.items():
+    for numbers in _UNAVAILABLE.values():
+        asm.emit(_JUMP_IF_EQUAL, numbers[arch.table], if_true="unavailable")
+    for name, (numbers, *_) in [*_SELF_ONLY.items(), *_REFUSED_ARGUMENTS.items()]:
         asm.emit(_JUMP_IF_EQUAL, numbers[arch.table], if_true=name)
     asm.emit(_RETURN, _ALLOW)
+    for name, (_, argument, values, bits) in _REFUSED_ARGUMENTS.items():
+        asm.label(name)
+        asm.emit(_LOAD_WORD, _OFFSET_ARGS + 8 * argument)
+        for value in values:
+            asm.emit(_JUMP_IF_EQUAL, value, if_true="refuse")
+        if bits:
+            asm.emit(_JUMP_IF_ANY_BIT, bits, if_true="refuse")
+        asm.emit(_RETURN, _ALLOW)
     for name, (_, rule) in _SELF_ONLY.items():
         asm.label(name)
         for check, (argument, allowed) in enumerate(rule(pid)):
@@ -177,6 +217,8 @@ def filter_program(arch: _Architecture, pid: int) -> list[Instruction]:
             asm.emit(_JUMP, 0, if_true="refuse")
             asm.label(passed)
         asm.emit(_RETURN, _ALLOW)
+    asm.label("unavailable")
+    asm.emit(_RETURN, _UNAVAILABLE_ERRNO)
     asm.label("refuse")
     asm.emit(_RETURN, _REFUSE)
     return asm.program()

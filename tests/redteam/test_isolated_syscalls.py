@@ -272,3 +272,71 @@ def test_kernel_surface_the_child_has_no_use_for_is_closed(filtered, attempt):
         pytest.skip(f"this host refuses {attempt} to an unconfined process too")
     probe = filtered._probe(code)
     assert probe["ok"] and probe["result"] == [-1, errno.EPERM], probe
+
+
+def test_no_sigio_can_be_aimed_at_another_process(filtered, bystander):
+    """fcntl(F_SETOWN) + O_ASYNC delivers SIGIO (or any signal, with F_SETSIG) without kill()."""
+    probe = filtered._probe(f"import os, fcntl\nr, w = os.pipe()\nfcntl.fcntl(r, fcntl.F_SETOWN, {bystander.pid})\n"
+                            "result = 'owner set'")
+    assert _refused(probe), probe
+    assert bystander.poll() is None
+    ordinary = filtered._probe("import os, fcntl\nr, w = os.pipe()\n"
+                               "fcntl.fcntl(r, fcntl.F_SETFL, fcntl.fcntl(r, fcntl.F_GETFL) | os.O_NONBLOCK)\n"
+                               "result = bool(fcntl.fcntl(r, fcntl.F_GETFL) & os.O_NONBLOCK)")
+    assert ordinary == {**ordinary, "ok": True, "result": True}  # fcntl itself still works
+
+
+_RAW_CLONE = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+pid = libc.syscall({number}, {flags}, 0, 0, 0, 0)
+if pid == 0:
+    os._exit(0)
+if pid > 0:
+    os.waitpid(pid, 0) if not {flags} & 0x8000 else None
+result = [min(pid, 0), ctypes.get_errno() if pid < 0 else 0]
+"""
+
+
+@pytest.mark.parametrize(("what", "flags"), [("a child of the worker", 0x8000 | 17),
+                                             ("a new PID namespace", 0x20000000 | 17)])
+def test_clone_makes_no_child_of_the_worker_and_no_namespace(filtered, what, flags):
+    code = _RAW_CLONE.format(number=56 if _X86_64 else 220, flags=flags)
+    probe = filtered._probe(code)
+    assert probe["ok"] and probe["result"] == [-1, errno.EPERM], (what, probe)
+
+
+_GRANDCHILD_LEAVES_THE_GROUP = """
+import os
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.setsid()
+        os.write(w, b"left")
+    except OSError as exc:
+        os.write(w, str(exc.errno).encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+result = os.read(r, 16).decode()
+"""
+
+
+def test_what_the_child_starts_cannot_leave_its_process_group(filtered):
+    """A grandchild outside the group would outlive close(), which kills the group."""
+    assert _unconfined(_GRANDCHILD_LEAVES_THE_GROUP) == "left"
+    probe = filtered._probe(_GRANDCHILD_LEAVES_THE_GROUP)
+    assert probe["ok"] and probe["result"] == str(errno.EPERM), probe
+    forked = filtered._probe("import os\npid = os.fork()\nif pid == 0:\n    os._exit(7)\n"
+                             "result = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])")
+    assert forked == {**forked, "ok": True, "result": 7}  # fork itself still works (clone3 falls back)
+
+
+def test_directories_it_cannot_list_cannot_be_watched_either(filtered, tmp_path):
+    watched = tmp_path / "other-task"
+    watched.mkdir()
+    probe = filtered._probe(f"import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nfd = libc.inotify_init1(0)\n"
+                            f"result = [fd, libc.inotify_add_watch(fd, {str(watched).encode()!r}, 0x100), "
+                            "ctypes.get_errno()]")
+    assert probe["ok"] and probe["result"][0] == -1 and probe["result"][2] == errno.EPERM, probe

@@ -29,8 +29,8 @@ def run_filter(program, *, arch: int, nr: int, args: tuple[int, ...] = ()) -> in
             pc += 1
         elif code == 0x05:
             pc += 1 + k
-        elif code in (0x15, 0x35):
-            hit = accumulator == k if code == 0x15 else accumulator >= k
+        elif code in (0x15, 0x35, 0x45):
+            hit = {0x15: accumulator == k, 0x35: accumulator >= k, 0x45: bool(accumulator & k)}[code]
             pc += 1 + (jt if hit else jf)
         elif code == 0x06:
             return k
@@ -38,20 +38,23 @@ def run_filter(program, *, arch: int, nr: int, args: tuple[int, ...] = ()) -> in
             raise AssertionError(f"unexpected instruction {code:#x} at {pc}")
 
 
-ALLOW, REFUSE = 0x7FFF0000, 0x00050000 | 1
+ALLOW, REFUSE, NO_SUCH_CALL = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
 ARCHES = sorted(seccomp._ARCHITECTURES.items())
 
 
 def numbers(arch, names):
-    return [seccomp._REFUSED[n][arch.table] if n in seccomp._REFUSED else seccomp._SELF_ONLY[n][0][arch.table]
-            for n in names]
+    tables = {**seccomp._REFUSED, **seccomp._UNAVAILABLE,
+              **{n: rule[0] for n, rule in [*seccomp._SELF_ONLY.items(), *seccomp._REFUSED_ARGUMENTS.items()]}}
+    return [tables[n][arch.table] for n in names]
 
 
 @pytest.mark.parametrize(("machine", "arch"), ARCHES)
 def test_every_listed_call_is_refused_and_every_other_allowed(machine, arch):
     program = seccomp.filter_program(arch, PID)
     refused = {n[arch.table] for n in seccomp._REFUSED.values() if n[arch.table] is not None}
-    conditional = {n[arch.table] for n, _ in seccomp._SELF_ONLY.values()}
+    conditional = {rule[0][arch.table] for rule in [*seccomp._SELF_ONLY.values(),
+                                                     *seccomp._REFUSED_ARGUMENTS.values()]}
+    conditional |= {n[arch.table] for n in seccomp._UNAVAILABLE.values()}
     for nr in range(0, 1000):
         if nr in conditional:
             continue
@@ -105,3 +108,31 @@ def test_a_pid_is_read_as_the_kernel_reads_it(machine, arch):
     (kill,) = numbers(arch, ["kill"])
     assert run_filter(program, arch=arch.audit_arch, nr=kill, args=((1 << 32) | OTHER_PID, 9)) == REFUSE
     assert run_filter(program, arch=arch.audit_arch, nr=kill, args=((1 << 32) | PID, 9)) == ALLOW
+
+
+REFUSED_ARGUMENT_CASES = [
+    # name, args allowed, args refused
+    ("fcntl", [(3, 1), (3, 2, 1), (3, 3), (3, 4, 2048), (3, 1030, 0)],  # GETFD, SETFD, GETFL, SETFL, DUPFD_CLOEXEC
+     [(3, 8, OTHER_PID), (3, 10, 9), (3, 15, 0), (3, 1024, 1), (3, 1026, 0)]),  # SETOWN, SETSIG, ...
+    ("prctl", [(15, 0), (38, 1)], [(62, 1, OTHER_PID)]),  # SET_NAME, SET_NO_NEW_PRIVS; SCHED_CORE
+    ("clone", [(0x11,), (0x003D0F00,)],  # fork (SIGCHLD), pthread_create's flags
+     [(0x8000 | 0x11,), (0x20000000 | 0x11,), (0x40000000,), (0x00020000,), (0x10000000 | 0x11,)]),
+]
+
+
+@pytest.mark.parametrize(("machine", "arch"), ARCHES)
+@pytest.mark.parametrize(("name", "allowed", "refused"), REFUSED_ARGUMENT_CASES,
+                         ids=[c[0] for c in REFUSED_ARGUMENT_CASES])
+def test_some_arguments_of_everyday_calls_are_refused(machine, arch, name, allowed, refused):
+    program = seccomp.filter_program(arch, PID)
+    (nr,) = numbers(arch, [name])
+    for args in allowed:
+        assert run_filter(program, arch=arch.audit_arch, nr=nr, args=args) == ALLOW, (name, args)
+    for args in refused:
+        assert run_filter(program, arch=arch.audit_arch, nr=nr, args=args) == REFUSE, (name, args)
+
+
+@pytest.mark.parametrize(("machine", "arch"), ARCHES)
+def test_clone3_is_answered_as_missing_so_libc_falls_back_to_clone(machine, arch):
+    program = seccomp.filter_program(arch, PID)
+    assert run_filter(program, arch=arch.audit_arch, nr=435) == NO_SUCH_CALL
