@@ -73,6 +73,15 @@ def test_a_call_through_another_abi_is_refused_whatever_its_number(machine, arch
         assert run_filter(program, arch=arch.audit_arch, nr=-1) == REFUSE
 
 
+def assert_verdicts(arch, name, allowed, refused) -> None:
+    program = seccomp.filter_program(arch, PID)
+    (nr,) = numbers(arch, [name])
+    for args in allowed:
+        assert run_filter(program, arch=arch.audit_arch, nr=nr, args=args) == ALLOW, (name, args)
+    for args in refused:
+        assert run_filter(program, arch=arch.audit_arch, nr=nr, args=args) == REFUSE, (name, args)
+
+
 SELF_ONLY_CASES = [
     # name, args allowed, args refused
     ("prlimit64", [(0, 0)], [(PID, 0), (OTHER_PID, 0), (1, 0)]),
@@ -93,12 +102,7 @@ SELF_ONLY_CASES = [
 @pytest.mark.parametrize(("machine", "arch"), ARCHES)
 @pytest.mark.parametrize(("name", "allowed", "refused"), SELF_ONLY_CASES, ids=[c[0] for c in SELF_ONLY_CASES])
 def test_process_controls_reach_only_the_child_itself(machine, arch, name, allowed, refused):
-    program = seccomp.filter_program(arch, PID)
-    (nr,) = numbers(arch, [name])
-    for args in allowed:
-        assert run_filter(program, arch=arch.audit_arch, nr=nr, args=args) == ALLOW, (name, args)
-    for args in refused:
-        assert run_filter(program, arch=arch.audit_arch, nr=nr, args=args) == REFUSE, (name, args)
+    assert_verdicts(arch, name, allowed, refused)
 
 
 @pytest.mark.parametrize(("machine", "arch"), ARCHES)
@@ -124,12 +128,7 @@ REFUSED_ARGUMENT_CASES = [
 @pytest.mark.parametrize(("name", "allowed", "refused"), REFUSED_ARGUMENT_CASES,
                          ids=[c[0] for c in REFUSED_ARGUMENT_CASES])
 def test_some_arguments_of_everyday_calls_are_refused(machine, arch, name, allowed, refused):
-    program = seccomp.filter_program(arch, PID)
-    (nr,) = numbers(arch, [name])
-    for args in allowed:
-        assert run_filter(program, arch=arch.audit_arch, nr=nr, args=args) == ALLOW, (name, args)
-    for args in refused:
-        assert run_filter(program, arch=arch.audit_arch, nr=nr, args=args) == REFUSE, (name, args)
+    assert_verdicts(arch, name, allowed, refused)
 
 
 @pytest.mark.parametrize(("machine", "arch"), ARCHES)
