@@ -173,7 +173,6 @@ class _Child:
         self.max_message_bytes = max_message_bytes
         self.stderr_path = stderr_path
         self.ready = False
-        self.network: str | None = None
         self.killed = False
         self.note = ""  # why the host killed it outside a step, for the next step's observation
         self._buffer = bytearray()
@@ -470,9 +469,7 @@ class IsolatedExecutor:
         self._res = _Resources(base_dir, (wake_r, wake_w))
         self._finalizer = weakref.finalize(self, self._res.release)
         self._cancelled = False
-        self._network: str | None = None
-        self._filesystem: str | None = None
-        self._syscalls: str | None = None
+        self._confinement: dict[str, str] = {}  # the last started child's guards, once it is ready
         try:
             self._res.child = self._spawn()  # starts in the background; run() waits for it
         except BaseException:
@@ -498,24 +495,21 @@ class IsolatedExecutor:
     @property
     def network_isolation(self) -> str | None:
         """How the last started child left the network (``child.NETWORK_*``); None before it is ready."""
-        return self._network
+        return self._confinement.get("network")
 
     @property
     def filesystem_isolation(self) -> str | None:
         """``landlock.CONFINED`` if the last started child is confined, else why not; None before it is ready."""
-        return self._filesystem
-
-    def confinement(self) -> dict[str, str]:
-        if self._network is None:
-            return {}
-        return {"process": "child process", "network": self._network, "filesystem": str(self._filesystem),
-                "syscalls": str(self._syscalls)}
+        return self._confinement.get("filesystem")
 
     @property
     def syscall_filter(self) -> str | None:
         """``seccomp.FILTERED`` if the last started child runs under the seccomp filter, else why not;
         None before it is ready."""
-        return self._syscalls
+        return self._confinement.get("syscalls")
+
+    def confinement(self) -> dict[str, str]:
+        return dict(self._confinement)
 
     def run(self, code: str, *, time_limit_s: float | None = None) -> Observation:
         """Execute one code action in the child; never raises for anything model code does."""
@@ -718,9 +712,7 @@ class IsolatedExecutor:
                 f"{'; ' + str(exc) if str(exc) else ''}){': ' + tail if tail else ''}. "
                 f"Check that {self._python} can import RestrictedPython and the authorized modules"
             ) from None
-        self._network = child.network = str(message.get("network"))
-        self._filesystem = str(message.get("filesystem"))
-        self._syscalls = str(message.get("syscalls"))
+        self._confinement = _confinement_reported(message)
         child.send(self._init_message)
         child.ready = True
         return child
@@ -874,7 +866,8 @@ class IsolatedExecutor:
         For tests of the OS-level isolation (environment, network, limits,
         working directory), which model code cannot reach on its own. The
         snippet's ``result`` variable comes back as data; returns
-        ``{"network": ..., "ok": True, "result": ...}`` or ``{..., "ok": False, "error": "Type: message"}``.
+        the child's guards (as ``confinement``) with ``"ok": True, "result": ...`` or with
+        ``"ok": False, "error": "Type: message"``.
         """
         child = self._spawn(mode="probe")
         try:
@@ -890,13 +883,17 @@ class IsolatedExecutor:
                 if len(replies) == 1:
                     child.send(protocol.dumps({"op": "probe", "code": code}))
             ready, reply = replies
-            return {"network": ready.get("network"), "filesystem": ready.get("filesystem"),
-                    "syscalls": ready.get("syscalls"),
-                    **{k: v for k, v in reply.items() if k != "op"}}
+            return {**_confinement_reported(ready), **{k: v for k, v in reply.items() if k != "op"}}
         except _ChildGone:
             raise SandboxError(f"the probe process died: {child.stderr_tail()}") from None
         finally:
             child.kill()
+
+
+def _confinement_reported(ready: Mapping[str, Any]) -> dict[str, str]:
+    """The guards a child's ``ready`` message says it set up, as ``Executor.confinement`` gives them."""
+    return {"process": "child process",
+            **{guard: str(ready.get(guard)) for guard in ("network", "filesystem", "syscalls")}}
 
 
 def _encode_inputs(variables: Mapping[str, Any]) -> dict[str, Any]:

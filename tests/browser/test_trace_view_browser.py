@@ -25,8 +25,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from airflow_codeagent.sandbox.isolated import IsolatedExecutor
 from tests.browser.conftest import USERNAME
+from tests.sandbox_host import host_confinement
 
 pytestmark = pytest.mark.integration
 
@@ -148,14 +148,10 @@ def test_agent_trace_tab_shows_the_run(api_server, browser, agent_run, tmp_path)
     assert shown == {"model": "openai/scripted-model", "steps": "3 of 4", "llm calls": "3", "input tokens": "300",
                      "output tokens": "60", "cost": "unknown", "retries": "0", "sandbox": "isolated"}
     # ...and, on hover, how this worker confined the sandbox child: what a child here really gets.
-    host = IsolatedExecutor(authorized_imports=["json"])
-    try:
-        probe = host._probe("result = 1")
-    finally:
-        host.close()
+    guards = host_confinement()
+    assert list(guards) == ["process", "network", "filesystem", "syscalls"]
     sandbox = header.find_element(By.XPATH, ".//div[@class='stat-label' and text()='Sandbox']/..")
-    assert sandbox.get_attribute("title") == (f"process: child process\nnetwork: {probe['network']}\n"
-                                              f"filesystem: {probe['filesystem']}\nsyscalls: {probe['syscalls']}")
+    assert sandbox.get_attribute("title") == "\n".join(f"{guard}: {why}" for guard, why in guards.items())
     answer = header.find_element(By.CSS_SELECTOR, "pre.answer-text").text
     assert json.loads(answer) == {"acme": 10.5, "globex": 4.5}
 

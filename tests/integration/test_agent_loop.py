@@ -9,9 +9,9 @@ import pytest
 
 from airflow_codeagent import CodeAgent, RetryPolicy, RunStatus, tool
 from airflow_codeagent.agent.trace import load_schema
-from airflow_codeagent.sandbox.isolated import IsolatedExecutor
 from airflow_codeagent.sandbox.restricted import IN_PROCESS_CONFINEMENT, RestrictedExecutor
 from airflow_codeagent.testing.scripted_llm import DropConnection, HTTPError, Malformed, Reply
+from tests.sandbox_host import host_confinement
 
 pytestmark = pytest.mark.integration
 
@@ -815,16 +815,7 @@ def test_the_trace_says_how_the_sandbox_confined_the_code(llm_server, sandbox):
     published = []
     run = make_agent(server, sandbox=sandbox).run("One", on_step=published.append)
 
-    if sandbox == "restricted":
-        expected = IN_PROCESS_CONFINEMENT
-    else:  # what this host really gives a sandbox child, asked of one directly
-        host = IsolatedExecutor(authorized_imports=["json"])
-        try:
-            probe = host._probe("result = 1")
-        finally:
-            host.close()
-        expected = {"process": "child process", "network": probe["network"],
-                    "filesystem": probe["filesystem"], "syscalls": probe["syscalls"]}
+    expected = IN_PROCESS_CONFINEMENT if sandbox == "restricted" else host_confinement()
     assert run.trace["confinement"] == expected
     assert published[0]["confinement"] == expected  # from the first step on, not only at the end
     assert_valid_trace(run.trace)
